@@ -1,0 +1,11 @@
+"""Herald's Dramatiq layer. `dramatiq actors` runs the workers, `periodiq actors` the scheduler.
+
+The broker is set up first (from HERALD_BROKER_URL), then every actor module is
+imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
+`actors.enrich.enrich`, `actors.email.send_email`.
+"""
+
+from actors.broker import broker  # must come first: the actors below register with it
+from actors import email, enrich, orchestrate  # noqa: E402, I001
+
+__all__ = ["broker", "email", "enrich", "orchestrate"]

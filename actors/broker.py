@@ -1,0 +1,60 @@
+"""The broker and its middleware, built from configuration.
+
+`HERALD_BROKER_URL` picks RabbitMQ (`amqp://`, `amqps://`) with publisher
+confirms and message priorities, or Dramatiq's in-memory StubBroker
+(`stub://`, for the demo and unit tests). Middleware is listed explicitly:
+Pipelines and Callbacks are left out on purpose (the ledger does the hand-off),
+and the order matters (see Ledger's docstring).
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    CurrentMessage,
+    Middleware,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from periodiq import PeriodiqMiddleware
+
+from actors import runtime
+from actors.ledger_middleware import Ledger
+
+#: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
+MAX_PRIORITY = 10
+
+#: Periodic messages older than this are skipped by periodiq (a backlog of ticks is useless).
+PERIODIC_SKIP_SECONDS = 30
+
+
+def middleware() -> list[Middleware]:
+    return [
+        TimeLimit(),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_SECONDS),
+        Ledger(lambda: runtime.runtime().pool),
+        Retries(),
+    ]
+
+
+def build_broker(url: str) -> dramatiq.Broker:
+    if url.startswith("stub:"):
+        return StubBroker(middleware=middleware())
+    if url.startswith(("amqp://", "amqps://")):
+        return RabbitmqBroker(
+            url=url,
+            confirm_delivery=True,
+            max_priority=MAX_PRIORITY,
+            middleware=middleware(),
+        )
+    raise ValueError(f"HERALD_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}:// "
+                     "(use amqp://, amqps:// or stub://)")
+
+
+broker = build_broker(runtime.settings().broker_url)
+dramatiq.set_broker(broker)

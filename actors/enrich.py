@@ -1,0 +1,33 @@
+"""The enrich actor: summarise a notification with the AI, then hand off to email."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from actors import runtime
+from actors.options import options_for
+from actors.publish import publish
+from orchestrator import ledger
+from orchestrator.enrich import HeldForAI, enrich as enrich_service
+
+_options = options_for("enrich")
+_max_retries = _options["max_retries"]
+
+
+def _retry_when(retries: int, exception: BaseException) -> bool:
+    # A route that holds its emails while the AI is down keeps retrying (with capped
+    # backoff) until the AI is back; anything else gives up after max_retries.
+    return isinstance(exception, HeldForAI) or retries < _max_retries
+
+
+@dramatiq.actor(queue_name="enrich", ledger=True, retry_when=_retry_when, **_options)
+def enrich(job_id: int) -> None:
+    rt = runtime.runtime()
+    message = CurrentMessage.get_current_message()
+    retries = message.options.get("retries", 0) if message else 0
+    outcome = enrich_service(
+        rt.pool, rt.settings, rt.summariser, job_id, final_attempt=retries >= _max_retries
+    )
+    with rt.pool.connection() as conn:
+        ledger.publish_and_mark(conn, outcome.email_jobs, publish)

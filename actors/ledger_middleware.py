@@ -1,0 +1,94 @@
+"""Keeps the job ledger true for every actor declared with `ledger=True`.
+
+Before an attempt the job is marked running (a canceled, superseded or finished
+job's message is skipped: it does nothing when it arrives). After it, the job
+is complete, pending again (Retries will try later) or failed with its reason.
+It must sit *before* Retries in the middleware list: after-hooks run in reverse
+order, so by the time ours runs, Retries has decided whether the message failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+from psycopg_pool import ConnectionPool
+
+from orchestrator import ledger
+
+logger = logging.getLogger(__name__)
+
+#: Longest error text kept in the ledger (a traceback is in the worker's log, not here).
+MAX_ERROR_CHARS = 2000
+
+
+def job_id_of(message: dramatiq.Message) -> int | None:
+    """The ledger id a Herald message carries, or None when the message is malformed."""
+    if len(message.args) == 1 and not message.kwargs and type(message.args[0]) is int:
+        return message.args[0]
+    return None
+
+
+def describe(exception: BaseException) -> str:
+    text = f"{type(exception).__name__}: {exception}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class Ledger(Middleware):
+    """Marks ledger jobs running, complete, pending (retrying) or failed."""
+
+    def __init__(self, pool: Callable[[], ConnectionPool]) -> None:
+        self.pool = pool
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"ledger"}
+
+    def _is_ledger(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
+        try:
+            return bool(broker.get_actor(message.actor_name).options.get("ledger"))
+        except dramatiq.errors.ActorNotFound:
+            return False
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if not self._is_ledger(broker, message):
+            return
+        job_id = job_id_of(message)
+        if job_id is None:
+            logger.error("Rejecting malformed %s message %s: expected one job id",
+                         message.actor_name, message.message_id)
+            message.fail()
+            raise SkipMessage("malformed message")
+        with self.pool().connection() as conn:
+            run, status = ledger.start_attempt(conn, job_id)
+        if not run:
+            logger.info("Skipping job %d: it is %s", job_id, status or "unknown to the ledger")
+            raise SkipMessage(f"job {job_id} is {status}")
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if not self._is_ledger(broker, message):
+            return
+        job_id = job_id_of(message)
+        if job_id is None:
+            return
+        with self.pool().connection() as conn:
+            if exception is None:
+                ledger.complete(conn, job_id)
+            elif message.failed:
+                ledger.fail(conn, job_id, describe(exception))
+            else:
+                ledger.will_retry(conn, job_id, describe(exception))
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        # Only retries are enqueued with a delay: record when the next attempt is due.
+        if delay and self._is_ledger(broker, message):
+            job_id = job_id_of(message)
+            if job_id is not None:
+                with self.pool().connection() as conn:
+                    ledger.delayed(conn, job_id, delay / 1000)

@@ -1,0 +1,32 @@
+"""Claiming changes: `FOR UPDATE SKIP LOCKED`, never a high-water-mark id.
+
+A change whose transaction commits after a higher id was claimed is simply still
+unclaimed the next time round, so it is found; concurrent claimers skip each
+other's rows instead of waiting or taking them twice.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from orchestrator.changes import Change
+from orchestrator.sql import queries
+
+
+def claim_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
+    """Claim up to `limit` unclaimed changes, oldest first, inside the caller's transaction."""
+    rows = conn.execute(queries["claim_changes"], {"limit": limit}).fetchall()
+    return sorted((Change.from_row(r) for r in rows), key=lambda c: c.id)
+
+
+def set_outcomes(
+    conn: psycopg.Connection, outcomes: list[tuple[int, str, str | None]]
+) -> None:
+    """Record (change id, outcome, error) for a batch in one statement."""
+    if not outcomes:
+        return
+    ids, kinds, errors = zip(*outcomes, strict=True)
+    conn.execute(
+        queries["set_change_outcomes"],
+        {"ids": list(ids), "outcomes": list(kinds), "errors": list(errors)},
+    )

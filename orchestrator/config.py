@@ -1,0 +1,299 @@
+"""Herald's settings: read once from the environment (and `.env`) plus `herald.toml`.
+
+Settings are an immutable value passed explicitly to the services that need
+them; nothing reads the environment behind the caller's back. Bad
+configuration is refused at start with an error that names the problem (the
+route, the recipient, the line of the TOML file).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+PRIORITIES = ("urgent", "normal", "low")
+MODES = ("immediate", "digest")
+OPERATIONS = ("INSERT", "UPDATE", "DELETE")
+ON_AI_FAILURE = ("send", "hold")
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
+DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/%2F"
+DEFAULT_SMTP_URL = "smtp://localhost:25"
+DEFAULT_MAIL_FROM = "Herald <herald@localhost>"
+
+
+class ConfigError(ValueError):
+    """Configuration Herald refuses to start with; the message names the culprit."""
+
+
+_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0", "\u2028", "\u2029", "\u0085")
+
+
+def parse_address(value: str, *, where: str) -> str:
+    """Validate one email address (optionally with a display name); return it normalised."""
+    if not isinstance(value, str) or any(c in value for c in _FORBIDDEN_IN_HEADERS):
+        raise ConfigError(f"{where}: invalid email address {value!r}")
+    name, addr = parseaddr(value)
+    if "@" not in addr:
+        raise ConfigError(f"{where}: invalid email address {value!r}")
+    local, _, domain = addr.rpartition("@")
+    try:
+        Address(display_name=name, username=local, domain=domain)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: invalid email address {value!r} ({exc})") from None
+    if not local or not domain or "." not in domain and domain != "localhost" or " " in addr:
+        raise ConfigError(f"{where}: invalid email address {value!r}")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One `[[routes]]` entry; the first route that matches a change wins."""
+
+    name: str
+    table: str = "*"
+    operations: tuple[str, ...] = OPERATIONS
+    recipients: tuple[str, ...] = ()
+    ai: bool = False
+    priority: str = "normal"
+    mode: str = "immediate"
+    debounce_seconds: int = 0
+    debounce_max_seconds: int | None = None
+    on_ai_failure: str = "send"
+
+    def matches(self, table_name: str, operation: str) -> bool:
+        table_ok = self.table in ("*", table_name) or table_name.endswith("." + self.table)
+        return table_ok and operation in self.operations
+
+    @classmethod
+    def from_toml(cls, index: int, raw: Mapping[str, Any]) -> Route:
+        name = str(raw.get("name") or f"routes[{index}]")
+        where = f"route {name!r}"
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
+        operations = tuple(str(op).upper() for op in raw.get("operations", OPERATIONS))
+        for op in operations:
+            if op not in OPERATIONS:
+                raise ConfigError(f"{where}: unknown operation {op!r} (use {', '.join(OPERATIONS)})")
+        recipients = raw.get("recipients", [])
+        if not isinstance(recipients, list):
+            raise ConfigError(f"{where}: recipients must be a list of email addresses")
+        parsed = tuple(parse_address(r, where=where) for r in recipients)
+        priority = raw.get("priority", "normal")
+        if priority not in PRIORITIES:
+            raise ConfigError(f"{where}: priority must be one of {', '.join(PRIORITIES)}")
+        mode = raw.get("mode", "immediate")
+        if mode not in MODES:
+            raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}")
+        on_ai_failure = raw.get("on_ai_failure", "send")
+        if on_ai_failure not in ON_AI_FAILURE:
+            raise ConfigError(f"{where}: on_ai_failure must be one of {', '.join(ON_AI_FAILURE)}")
+        debounce = raw.get("debounce_seconds", 0)
+        if not isinstance(debounce, int) or debounce < 0:
+            raise ConfigError(f"{where}: debounce_seconds must be a non-negative integer")
+        debounce_max = raw.get("debounce_max_seconds")
+        if debounce_max is not None and (not isinstance(debounce_max, int) or debounce_max < debounce):
+            raise ConfigError(f"{where}: debounce_max_seconds must be an integer >= debounce_seconds")
+        table = str(raw.get("table", "*") or "*")
+        return cls(
+            name=name,
+            table=table,
+            operations=operations,
+            recipients=parsed,
+            ai=bool(raw.get("ai", False)),
+            priority=priority,
+            mode=mode,
+            debounce_seconds=debounce,
+            debounce_max_seconds=debounce_max,
+            on_ai_failure=on_ai_failure,
+        )
+
+
+@dataclass(frozen=True)
+class AISettings:
+    enabled: bool = True
+    model: str = "gpt-4o-mini"
+    pii_fields: tuple[str, ...] = ("email", "phone", "first_name", "last_name")
+    timeout_seconds: float = 20.0
+    max_retries: int = 0  # the client's own retries; Dramatiq's Retries owns retrying
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Dramatiq Retries options for one actor. Backoffs stay far below RabbitMQ's
+    30-minute consumer_timeout: delayed messages wait unacked in worker memory."""
+
+    max_retries: int
+    min_backoff_ms: int
+    max_backoff_ms: int
+    time_limit_ms: int
+
+
+#: Defaults per actor; `[retries.<actor>]` in herald.toml overrides any field.
+DEFAULT_RETRIES = {
+    "orchestrate": RetryPolicy(max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000,
+                               time_limit_ms=150_000),
+    "enrich": RetryPolicy(max_retries=5, min_backoff_ms=5_000, max_backoff_ms=120_000,
+                          time_limit_ms=60_000),
+    "send_email": RetryPolicy(max_retries=8, min_backoff_ms=5_000, max_backoff_ms=300_000,
+                              time_limit_ms=60_000),
+    "sweep": RetryPolicy(max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000,
+                         time_limit_ms=60_000),
+}
+MAX_BACKOFF_CEILING_MS = 15 * 60 * 1000
+
+
+def _retries(raw: Mapping[str, Any]) -> dict[str, RetryPolicy]:
+    policies = dict(DEFAULT_RETRIES)
+    for actor, opts in raw.items():
+        if actor not in policies:
+            raise ConfigError(f"[retries.{actor}]: unknown actor (known: {', '.join(policies)})")
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"[retries.{actor}] must be a table")
+        unknown = set(opts) - set(RetryPolicy.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"[retries.{actor}]: unknown option(s) {', '.join(sorted(unknown))}")
+        merged = {**policies[actor].__dict__, **opts}
+        if not all(isinstance(v, int) and v >= 0 for v in merged.values()):
+            raise ConfigError(f"[retries.{actor}]: values must be non-negative integers")
+        if merged["max_backoff_ms"] > MAX_BACKOFF_CEILING_MS:
+            raise ConfigError(
+                f"[retries.{actor}]: max_backoff_ms above {MAX_BACKOFF_CEILING_MS} would hold "
+                "messages unacked long enough for RabbitMQ's consumer_timeout to requeue them"
+            )
+        policies[actor] = RetryPolicy(**merged)
+    return policies
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    batch_size: int = 50
+    max_runtime_seconds: float = 90.0
+    republish_after_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    smtp_url: str = DEFAULT_SMTP_URL
+    mail_from: str = DEFAULT_MAIL_FROM
+    metrics_port: int = 9191
+    metrics_host: str = "127.0.0.1"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    ai: AISettings = AISettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    routes: tuple[Route, ...] = ()
+    retries: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRIES))
+    config_path: str | None = None
+
+    @property
+    def ai_active(self) -> bool:
+        """The model is asked only when AI is enabled *and* a key is configured."""
+        return self.ai.enabled and bool(self.openai_api_key)
+
+    @property
+    def mail_domain(self) -> str:
+        return parseaddr(self.mail_from)[1].rpartition("@")[2] or "herald.invalid"
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read `herald.toml`; a syntax error names the file and the line."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any], env: Mapping[str, str], *, config_path: str | None = None
+) -> Settings:
+    """Build settings from parsed TOML and an environment mapping (no I/O: easy to test)."""
+    mail = _section(raw, "mail")
+    ai_raw = _section(raw, "ai")
+    orch = _section(raw, "orchestrator")
+    routes_raw = raw.get("routes", [])
+    if not isinstance(routes_raw, list):
+        raise ConfigError("routes must be an array of tables ([[routes]])")
+    routes = tuple(Route.from_toml(i, r) for i, r in enumerate(routes_raw))
+    names = [r.name for r in routes]
+    if len(set(names)) != len(names):
+        raise ConfigError("route names must be unique")
+
+    mail_from = env.get("HERALD_MAIL_FROM") or mail.get("from") or DEFAULT_MAIL_FROM
+    parse_address(mail_from, where="HERALD_MAIL_FROM / [mail] from")
+
+    pii = ai_raw.get("pii_fields", AISettings.pii_fields)
+    if not isinstance(pii, list | tuple) or not all(isinstance(f, str) for f in pii):
+        raise ConfigError("[ai] pii_fields must be a list of column names")
+    ai = AISettings(
+        enabled=bool(ai_raw.get("enabled", True)),
+        model=str(ai_raw.get("model", AISettings.model)),
+        pii_fields=tuple(pii),
+        timeout_seconds=float(ai_raw.get("timeout_seconds", AISettings.timeout_seconds)),
+        max_retries=int(ai_raw.get("max_retries", AISettings.max_retries)),
+    )
+    try:
+        orchestrator = OrchestratorSettings(
+            batch_size=int(orch.get("batch_size", OrchestratorSettings.batch_size)),
+            max_runtime_seconds=float(
+                orch.get("max_runtime_seconds", OrchestratorSettings.max_runtime_seconds)
+            ),
+            republish_after_seconds=float(
+                orch.get("republish_after_seconds", OrchestratorSettings.republish_after_seconds)
+            ),
+        )
+        metrics_port = int(env.get("HERALD_METRICS_PORT", "9191"))
+    except ValueError as exc:
+        raise ConfigError(f"invalid number in configuration: {exc}") from None
+    if orchestrator.batch_size < 1:
+        raise ConfigError("[orchestrator] batch_size must be at least 1")
+
+    return Settings(
+        database_url=env.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL),
+        broker_url=env.get("HERALD_BROKER_URL", DEFAULT_BROKER_URL),
+        smtp_url=env.get("HERALD_SMTP_URL", DEFAULT_SMTP_URL),
+        mail_from=mail_from,
+        metrics_port=metrics_port,
+        metrics_host=env.get("HERALD_METRICS_HOST", "127.0.0.1"),
+        openai_api_key=env.get("OPENAI_API_KEY") or None,
+        openai_base_url=env.get("OPENAI_BASE_URL") or None,
+        ai=ai,
+        orchestrator=orchestrator,
+        routes=routes,
+        retries=_retries(_section(raw, "retries")),
+        config_path=config_path,
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the process environment, `.env` (if present) and `HERALD_CONFIG`."""
+    if env is None:
+        from dotenv import dotenv_values
+
+        env = {**{k: v for k, v in dotenv_values().items() if v is not None}, **os.environ}
+    path = env.get("HERALD_CONFIG")
+    if path is None and Path("herald.toml").exists():
+        path = "herald.toml"
+    raw = load_toml(path) if path else {}
+    return settings_from_mapping(raw, env, config_path=path)

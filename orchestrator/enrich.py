@@ -1,0 +1,120 @@
+"""The enrich step: alias personal data, ask the model for a summary, hand off to email.
+
+The summary and the email jobs are written in one transaction with this job's
+completion (the ledger is the outbox); the caller publishes after commit. When
+the AI fails for good the email still goes out, marked "summary unavailable",
+unless the route says `on_ai_failure = "hold"`: then the job keeps retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from orchestrator import ledger
+from orchestrator.adapters.ai import Summariser, Summary
+from orchestrator.changes import Change
+from orchestrator.config import Settings
+from orchestrator.errors import PermanentError, TransientError
+from orchestrator.ledger import JobRef, NewJob
+from orchestrator.pii import alias_pii
+from orchestrator.sql import queries
+
+logger = logging.getLogger(__name__)
+
+
+class HeldForAI(TransientError):
+    """The AI is failing and the route holds its emails until it is back: retry, never give up."""
+
+
+@dataclass(frozen=True)
+class EnrichOutcome:
+    summary_status: str  # ok | offline | unavailable | skipped
+    email_jobs: list[JobRef]
+    summary: Summary | None = None
+
+
+def load_notification(conn, notification_id: int) -> tuple[dict, list[Change]]:
+    notification = conn.execute(queries["load_notification"], {"id": notification_id}).fetchone()
+    if notification is None:
+        raise PermanentError(f"notification {notification_id} does not exist")
+    rows = conn.execute(queries["load_changes"], {"ids": notification["change_ids"]}).fetchall()
+    return notification, [Change.from_row(r) for r in rows]
+
+
+def enrich(
+    pool: ConnectionPool,
+    settings: Settings,
+    summariser: Summariser,
+    job_id: int,
+    *,
+    final_attempt: bool,
+) -> EnrichOutcome:
+    """Summarise one notification and write its email jobs; returns them for publishing."""
+    with pool.connection() as conn:
+        job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+        if job is None:
+            raise PermanentError(f"job {job_id} does not exist")
+        notification, changes = load_notification(conn, job["notification_id"])
+        existing = conn.execute(queries["load_summary"], {"id": notification["id"]}).fetchone()
+        conn.rollback()  # hold no lock while the model thinks
+
+    summary: Summary | None = None
+    aliases: dict[str, str] = {}
+    error: str | None = None
+    if existing and existing["status"] in ("ok", "offline"):
+        status = "skipped"  # a previous attempt summarised, then died before handing off
+    else:
+        aliased = alias_pii([c.as_data() for c in changes], settings.ai.pii_fields)
+        aliases = aliased.aliases
+        try:
+            summary = summariser.summarise(aliased.data)
+            status = "offline" if summary.offline else "ok"
+        except TransientError as exc:
+            if notification["on_ai_failure"] == "hold":
+                raise HeldForAI(f"AI unavailable, holding the email: {exc}") from exc
+            if not final_attempt:
+                raise
+            status, error = "unavailable", str(exc)
+        except PermanentError as exc:
+            if notification["on_ai_failure"] == "hold":
+                raise
+            status, error = "unavailable", str(exc)
+        if error:
+            logger.warning("Notification %d goes out without a summary: %s", notification["id"], error)
+
+    with pool.connection() as conn, conn.transaction():
+        current = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+        if current is None or current["status"] != "running":
+            return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
+        if status != "skipped":
+            conn.execute(
+                queries["save_summary"],
+                {
+                    "notification_id": notification["id"],
+                    "status": status,
+                    "summary": summary.text if summary else None,
+                    "model": summary.model if summary else None,
+                    "aliases": Jsonb(aliases),
+                    "prompt_tokens": summary.prompt_tokens if summary else 0,
+                    "completion_tokens": summary.completion_tokens if summary else 0,
+                    "error": error,
+                },
+            )
+        refs = ledger.write_jobs(
+            conn,
+            [
+                NewJob("send_email", notification["id"], job["change_id"], recipient,
+                       notification["priority"])
+                for recipient in notification["recipients"]
+            ],
+        )
+        ledger.complete(conn, job_id)
+        if error:
+            conn.execute(
+                queries["job_note_error"], {"error": f"summary unavailable: {error}", "id": job_id}
+            )
+    return EnrichOutcome(status, refs, summary)

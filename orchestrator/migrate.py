@@ -1,0 +1,38 @@
+"""Create or migrate the `herald` schema; safe to run again and from two places at once."""
+
+from __future__ import annotations
+
+import psycopg
+
+from orchestrator import sql
+
+#: Advisory-lock key serialising concurrent `herald db upgrade` runs ("herald" in ASCII).
+MIGRATION_LOCK_KEY = 0x686572616C64
+
+
+def applied(conn: psycopg.Connection) -> set[str]:
+    row = conn.execute("SELECT to_regclass('herald.migrations') AS t").fetchone()
+    if not row or list(row.values() if isinstance(row, dict) else row)[0] is None:
+        return set()
+    return {r[0] if not isinstance(r, dict) else r["name"]
+            for r in conn.execute("SELECT name FROM herald.migrations")}
+
+
+def upgrade(conn: psycopg.Connection) -> list[str]:
+    """Apply every migration not applied yet, each in its own transaction; return their names."""
+    done: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS herald")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS herald.migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        already = applied(conn)
+        for name, body in sql.migrations():
+            if name in already:
+                continue
+            conn.execute(body)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO herald.migrations (name) VALUES (%s)", (name,))
+            done.append(name)
+    return done

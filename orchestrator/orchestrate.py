@@ -1,0 +1,184 @@
+"""The orchestrator: claim a batch of changes, route them, write their jobs, publish.
+
+One batch at a time across every process and machine (a transaction-level
+advisory lock); the jobs of a batch are written in the batch's transaction and
+published after it commits (the ledger is the outbox). While changes remain it
+keeps draining, bounded by `max_runtime_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from orchestrator import ledger
+from orchestrator.changes import Change, check_change
+from orchestrator.claim import claim_batch, set_outcomes
+from orchestrator.config import Route, Settings
+from orchestrator.errors import PermanentError
+from orchestrator.ledger import JobRef, NewJob, Publish
+from orchestrator.routing import route
+from orchestrator.sql import queries
+
+logger = logging.getLogger(__name__)
+
+#: Advisory-lock key for "a batch is being orchestrated" ("heraldob" in ASCII).
+ORCHESTRATOR_LOCK_KEY = 0x68657261_6C646F62
+
+#: Joins recipients into one text value for the batch insert (cannot appear in an address).
+_SEP = "\x1f"
+
+
+@dataclass
+class RunReport:
+    """What one orchestrator run did; also written to herald.orchestrator_runs."""
+
+    batches: int = 0
+    claimed: int = 0
+    routed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    published: int = 0
+    republished: int = 0
+    locked_out: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Planned:
+    change: Change
+    route: Route
+
+
+def plan(changes: list[Change], settings: Settings) -> tuple[list[Planned], list[tuple[int, str, str | None]]]:
+    """Route each change; return what to notify and every change's outcome."""
+    planned: list[Planned] = []
+    outcomes: list[tuple[int, str, str | None]] = []
+    for change in changes:
+        try:
+            check_change(change)
+        except PermanentError as exc:
+            logger.warning("Change %d is malformed: %s", change.id, exc)
+            outcomes.append((change.id, "failed", str(exc)))
+            continue
+        chosen = route(change, settings.routes)
+        if chosen is None:
+            outcomes.append((change.id, "skipped", "no matching route"))
+        elif not chosen.recipients:
+            outcomes.append((change.id, "skipped", f"route {chosen.name!r} has no recipients"))
+        else:
+            planned.append(Planned(change, chosen))
+            outcomes.append((change.id, "routed", None))
+    return planned, outcomes
+
+
+def write_notifications(
+    conn: psycopg.Connection, planned: list[Planned], settings: Settings
+) -> list[JobRef]:
+    """Insert one notification per planned change and its first jobs, in one round each."""
+    if not planned:
+        return []
+    ids = [r["id"] for r in conn.execute(queries["next_notification_ids"], {"n": len(planned)})]
+    conn.execute(
+        queries["insert_notifications"],
+        {
+            "ids": ids,
+            "routes": [p.route.name for p in planned],
+            "tables": [p.change.table_name for p in planned],
+            "row_pks": [Jsonb(p.change.row_pk) for p in planned],
+            "change_ids": [p.change.id for p in planned],
+            "recipients": [_SEP.join(p.route.recipients) for p in planned],
+            "ais": [p.route.ai and settings.ai.enabled for p in planned],
+            "on_ai_failures": [p.route.on_ai_failure for p in planned],
+            "priorities": [p.route.priority for p in planned],
+        },
+    )
+    jobs: list[NewJob] = []
+    for nid, p in zip(ids, planned, strict=True):
+        jobs.extend(first_jobs(nid, p, settings))
+    return ledger.write_jobs(conn, jobs)
+
+
+def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[NewJob]:
+    """AI routes start with enrich; the others go straight to one email job per recipient."""
+    if p.route.ai and settings.ai.enabled:
+        return [NewJob("enrich", notification_id, p.change.id, None, p.route.priority)]
+    return [
+        NewJob("send_email", notification_id, p.change.id, r, p.route.priority)
+        for r in p.route.recipients
+    ]
+
+
+def run_batch(pool: ConnectionPool, settings: Settings, publish: Publish, report: RunReport) -> int:
+    """Claim, route and write one batch; publish after commit. Returns changes claimed, -1 if locked."""
+    with pool.connection() as conn:
+        with conn.transaction():
+            locked = conn.execute(
+                queries["try_orchestrator_lock"], {"key": ORCHESTRATOR_LOCK_KEY}
+            ).fetchone()
+            if not locked or not locked["locked"]:
+                return -1
+            changes = claim_batch(conn, settings.orchestrator.batch_size)
+            planned, outcomes = plan(changes, settings)
+            refs = write_notifications(conn, planned, settings)
+            set_outcomes(conn, outcomes)
+        # Committed: the jobs exist. Publishing may fail; a later run republishes them.
+        try:
+            report.published += ledger.publish_and_mark(conn, refs, publish)
+        except Exception as exc:  # noqa: BLE001 - any publish failure leaves the outbox to retry
+            logger.error("Publishing %d jobs failed (%s); they will be republished", len(refs), exc)
+            report.errors.append(f"publish: {exc}")
+    report.batches += 1 if changes else 0
+    report.claimed += len(changes)
+    report.routed += sum(1 for _, o, _ in outcomes if o == "routed")
+    report.skipped += sum(1 for _, o, _ in outcomes if o == "skipped")
+    report.failed += sum(1 for _, o, _ in outcomes if o == "failed")
+    return len(changes)
+
+
+def run_orchestrator(
+    pool: ConnectionPool, settings: Settings, publish: Publish, *, max_runtime: float | None = None
+) -> RunReport:
+    """Drain the change log batch by batch, bounded in time; record the run."""
+    report = RunReport()
+    budget = settings.orchestrator.max_runtime_seconds if max_runtime is None else max_runtime
+    deadline = time.monotonic() + budget
+    with pool.connection() as conn:
+        run_id = conn.execute(queries["start_run"]).fetchone()["id"]  # type: ignore[index]
+        conn.commit()
+    status, error = "succeeded", None
+    try:
+        with pool.connection() as conn:
+            report.republished = ledger.republish_stale(
+                conn, publish, grace_seconds=settings.orchestrator.republish_after_seconds
+            )
+        while time.monotonic() < deadline:
+            claimed = run_batch(pool, settings, publish, report)
+            if claimed < 0:
+                report.locked_out = True
+                status = "locked"
+                break
+            if claimed < settings.orchestrator.batch_size:
+                break
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if report.errors and status == "succeeded":
+            status, error = "failed", "; ".join(report.errors)[:1000]
+        with pool.connection() as conn:
+            conn.execute(
+                queries["finish_run"],
+                {
+                    "id": run_id, "status": status, "error": error,
+                    "batches": report.batches, "claimed": report.claimed,
+                    "routed": report.routed, "skipped": report.skipped, "failed": report.failed,
+                    "published": report.published, "republished": report.republished,
+                },
+            )
+    return report

@@ -1,0 +1,42 @@
+"""Herald's SQL, kept in `.sql` files and loaded by name (as procrastinate does).
+
+`queries.sql` holds every query the services run, each introduced by a
+`-- name: <query_name>` line; `migrations/NNNN_<what>.sql` build the schema step
+by step, and `schema.sql` is the schema they add up to (a test checks that).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split a file of `-- name:` sections into {name: sql}."""
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = body.strip()
+    return queries
+
+
+queries: dict[str, str] = parse_queries(_read("queries.sql"))
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in order."""
+    folder = resources.files(__package__).joinpath("migrations")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n.removesuffix(".sql"), folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
+
+
+def schema() -> str:
+    return _read("schema.sql")

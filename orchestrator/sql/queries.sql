@@ -1,0 +1,176 @@
+-- Every query Herald's services run, loaded by name (orchestrator/sql/__init__.py).
+
+-- name: claim_changes
+-- Claim up to %(limit)s unclaimed changes. SKIP LOCKED lets concurrent claimers pass each
+-- other; no high-water mark, so a change committed late (lower id) is still found.
+UPDATE herald.change_log AS c
+   SET claimed_at = clock_timestamp()
+ WHERE c.id IN (SELECT id FROM herald.change_log
+                 WHERE claimed_at IS NULL
+                 ORDER BY id
+                 LIMIT %(limit)s
+                 FOR UPDATE SKIP LOCKED)
+RETURNING c.id, c.table_name, c.operation, c.row_pk, c.old_row, c.new_row, c.changed_at;
+
+-- name: set_change_outcomes
+UPDATE herald.change_log AS c
+   SET outcome = u.outcome, error = u.error
+  FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(errors)s::text[]) AS u(id, outcome, error)
+ WHERE c.id = u.id;
+
+-- name: try_orchestrator_lock
+-- One batch at a time across every process and machine: a transaction-level advisory lock.
+SELECT pg_try_advisory_xact_lock(%(key)s) AS locked;
+
+-- name: start_run
+INSERT INTO herald.orchestrator_runs DEFAULT VALUES RETURNING id;
+
+-- name: finish_run
+UPDATE herald.orchestrator_runs
+   SET finished_at = clock_timestamp(), status = %(status)s, error = %(error)s,
+       batches = %(batches)s, claimed = %(claimed)s, routed = %(routed)s, skipped = %(skipped)s,
+       failed = %(failed)s, published = %(published)s, republished = %(republished)s
+ WHERE id = %(id)s;
+
+-- name: next_notification_ids
+SELECT nextval('herald.notifications_id_seq') AS id FROM generate_series(1, %(n)s);
+
+-- name: insert_notifications
+INSERT INTO herald.notifications
+       (id, route, table_name, row_pk, change_ids, recipients, ai, on_ai_failure, priority)
+SELECT u.id, u.route, u.table_name, u.row_pk, ARRAY[u.change_id], string_to_array(u.recipients, E'\x1f'),
+       u.ai, u.on_ai_failure, u.priority
+  FROM unnest(%(ids)s::bigint[], %(routes)s::text[], %(tables)s::text[], %(row_pks)s::jsonb[],
+              %(change_ids)s::bigint[], %(recipients)s::text[], %(ais)s::boolean[],
+              %(on_ai_failures)s::text[], %(priorities)s::text[])
+       AS u(id, route, table_name, row_pk, change_id, recipients, ai, on_ai_failure, priority);
+
+-- name: insert_jobs
+-- Writes ledger rows; a job whose (actor, unique_key) is already open is not written twice.
+INSERT INTO herald.jobs (message_id, actor, queue, notification_id, change_id, recipient,
+                         unique_key, priority)
+SELECT u.message_id, u.actor, u.queue, u.notification_id, u.change_id, u.recipient,
+       u.unique_key, u.priority
+  FROM unnest(%(message_ids)s::uuid[], %(actors)s::text[], %(queues)s::text[],
+              %(notification_ids)s::bigint[], %(change_ids)s::bigint[], %(recipients)s::text[],
+              %(unique_keys)s::text[], %(priorities)s::smallint[])
+       AS u(message_id, actor, queue, notification_id, change_id, recipient, unique_key, priority)
+ON CONFLICT (actor, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+DO NOTHING
+RETURNING id, message_id, actor, queue, priority;
+
+-- name: mark_published
+UPDATE herald.jobs SET published_at = clock_timestamp() WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: claim_unpublished
+-- Jobs written but never published (a crash between commit and publish): publish again.
+SELECT id, message_id, actor, queue, priority
+  FROM herald.jobs
+ WHERE status = 'pending' AND published_at IS NULL
+   AND created_at < clock_timestamp() - make_interval(secs => %(grace_seconds)s)
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: job_start
+-- The ledger middleware, before an attempt. Only pending or running (redelivered after a
+-- crash) jobs run; canceled, superseded, complete and failed ones are skipped.
+UPDATE herald.jobs
+   SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
+ WHERE id = %(id)s AND status IN ('pending', 'running')
+RETURNING id, status, attempts;
+
+-- name: job_status
+SELECT id, status FROM herald.jobs WHERE id = %(id)s;
+
+-- name: job_complete
+UPDATE herald.jobs
+   SET status = 'complete', finished_at = clock_timestamp()
+ WHERE id = %(id)s AND status = 'running';
+
+-- name: job_retrying
+UPDATE herald.jobs
+   SET status = 'pending', last_error = %(error)s
+ WHERE id = %(id)s AND status = 'running';
+
+-- name: job_failed
+UPDATE herald.jobs
+   SET status = 'failed', last_error = %(error)s, finished_at = clock_timestamp()
+ WHERE id = %(id)s AND status IN ('running', 'pending');
+
+-- name: job_note_error
+UPDATE herald.jobs SET last_error = %(error)s WHERE id = %(id)s;
+
+-- name: job_delayed
+UPDATE herald.jobs
+   SET published_at = clock_timestamp(), eta = clock_timestamp() + make_interval(secs => %(delay_seconds)s)
+ WHERE id = %(id)s;
+
+-- name: lock_job
+SELECT id, status, notification_id, change_id, recipient FROM herald.jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: load_notification
+SELECT n.id, n.route, n.table_name, n.row_pk, n.change_ids, n.recipients, n.ai, n.on_ai_failure,
+       n.priority, n.created_at
+  FROM herald.notifications n
+ WHERE n.id = %(id)s;
+
+-- name: load_changes
+SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
+  FROM herald.change_log
+ WHERE id = ANY(%(ids)s::bigint[])
+ ORDER BY id;
+
+-- name: load_summary
+SELECT status, summary, model, aliases, error FROM herald.summaries WHERE notification_id = %(id)s;
+
+-- name: save_summary
+INSERT INTO herald.summaries (notification_id, status, summary, model, aliases,
+                              prompt_tokens, completion_tokens, error)
+VALUES (%(notification_id)s, %(status)s, %(summary)s, %(model)s, %(aliases)s,
+        %(prompt_tokens)s, %(completion_tokens)s, %(error)s)
+ON CONFLICT (notification_id) DO UPDATE
+   SET status = EXCLUDED.status, summary = EXCLUDED.summary, model = EXCLUDED.model,
+       aliases = EXCLUDED.aliases, prompt_tokens = EXCLUDED.prompt_tokens,
+       completion_tokens = EXCLUDED.completion_tokens, error = EXCLUDED.error;
+
+-- name: try_delivery_lock
+-- Held on one connection for the duration of an SMTP send; released by PostgreSQL itself
+-- if the worker dies, which is how a later attempt tells "crashed" from "still sending".
+SELECT pg_try_advisory_lock(hashtextextended(%(key)s, 0)) AS locked;
+
+-- name: release_delivery_lock
+SELECT pg_advisory_unlock(hashtextextended(%(key)s, 0));
+
+-- name: insert_delivery
+INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, status, attempts)
+VALUES (%(notification_id)s, %(recipient)s, %(message_id_header)s, 'sending', 1)
+ON CONFLICT (notification_id, recipient) DO NOTHING
+RETURNING id, status, attempts, ambiguous;
+
+-- name: lock_delivery
+SELECT id, status, attempts, ambiguous FROM herald.deliveries
+ WHERE notification_id = %(notification_id)s AND recipient = %(recipient)s
+   FOR UPDATE;
+
+-- name: delivery_attempt
+-- Another attempt on an existing delivery. `ambiguous` is set when the previous attempt
+-- was left 'sending' (its worker died, maybe after the server accepted the message).
+UPDATE herald.deliveries
+   SET status = 'sending', attempts = attempts + 1, ambiguous = ambiguous OR %(ambiguous)s
+ WHERE id = %(id)s
+RETURNING id, status, attempts, ambiguous;
+
+-- name: delivery_sent
+UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
+ WHERE id = %(id)s;
+
+-- name: delivery_failed
+UPDATE herald.deliveries SET status = 'failed', error = %(error)s WHERE id = %(id)s;
+
+-- name: delivery_released
+-- A send that failed for sure (the server said no): not ambiguous, can be tried again.
+UPDATE herald.deliveries SET status = 'failed', error = %(error)s WHERE id = %(id)s AND status = 'sending';
+
+-- name: track_table
+SELECT herald.track(%(table)s::regclass);
