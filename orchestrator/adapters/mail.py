@@ -1,0 +1,419 @@
+"""Sending email: the ``Mailer`` interface, the SMTP client, and fakes beside it.
+
+The SMTP client maps every failure onto ``TransientError`` (try again later)
+or ``PermanentError`` (never retry) so the email step needs no knowledge of
+``smtplib``. The envelope (MAIL FROM / RCPT TO) is always given explicitly and
+never read from the rendered headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import NamedTuple, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from orchestrator.errors import HeraldError, PermanentError, TransientError
+
+__all__ = [
+    "FakeMailer",
+    "FileMailer",
+    "Mailer",
+    "SentMail",
+    "SmtpMailer",
+    "SmtpSettings",
+    "mailer_from_url",
+]
+
+_ENVELOPE_FORBIDDEN = ("\r", "\n", "\0", "\u2028", "\u2029", "\x85")
+
+
+class Mailer(Protocol):
+    """Hands one message to a mail system, or raises Transient/PermanentError."""
+
+    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to reach the SMTP server; ``tls`` is implicit TLS (smtps://)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    starttls: bool = False
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks; the password must not.
+        password = "'***'" if self.password is not None else "None"
+        return (
+            f"SmtpSettings(host={self.host!r}, port={self.port!r}, "
+            f"username={self.username!r}, password={password}, tls={self.tls!r}, "
+            f"starttls={self.starttls!r}, timeout={self.timeout!r})"
+        )
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpSettings:
+        """Parse ``smtp[s]://[user:pass@]host[:port][?starttls=true][&timeout=10]``.
+
+        Credentials are percent-decoded. Errors say what is wrong without
+        repeating the URL, which may hold a password.
+        """
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError as exc:
+            raise ValueError(f"SMTP URL cannot be parsed: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("smtp", "smtps"):
+            raise ValueError(
+                f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme or 'missing'!r}"
+            )
+        host = parts.hostname
+        if not host:
+            raise ValueError("SMTP URL has no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("SMTP URL port is not a number between 0 and 65535") from None
+        if port is None:
+            port = 465 if scheme == "smtps" else 25
+        if port == 0:
+            raise ValueError("SMTP URL port must not be 0")
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ValueError("SMTP URL must not have a path or fragment")
+
+        starttls = False
+        timeout = 30.0
+        try:
+            query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError:
+            raise ValueError("SMTP URL query string is malformed") from None
+        for key, value in query:
+            if key == "starttls":
+                if value.lower() not in _TRUE | _FALSE:
+                    raise ValueError(f"SMTP URL starttls must be true or false, not {value!r}")
+                starttls = value.lower() in _TRUE
+            elif key == "timeout":
+                try:
+                    timeout = float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"SMTP URL timeout must be a number of seconds, not {value!r}"
+                    ) from None
+                if not 0 < timeout < float("inf"):
+                    raise ValueError("SMTP URL timeout must be a positive number of seconds")
+            else:
+                raise ValueError(f"SMTP URL has an unknown parameter {key!r}")
+        if starttls and scheme == "smtps":
+            raise ValueError("SMTP URL cannot use both smtps:// and starttls=true")
+
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        if password is not None and username is None:
+            raise ValueError("SMTP URL has a password but no user name")
+        return cls(
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            tls=scheme == "smtps",
+            starttls=starttls,
+            timeout=timeout,
+        )
+
+
+def _text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())
+
+
+def _by_code(code: int, text: str) -> HeraldError:
+    """5xx never gets better by retrying; 4xx and anything odd might."""
+    message = f"SMTP {code}: {text}"
+    if 500 <= code <= 599:
+        return PermanentError(message)
+    return TransientError(message)
+
+
+def _check_envelope(from_addr: str, to_addrs: Sequence[str]) -> list[str]:
+    if isinstance(to_addrs, str):
+        raise PermanentError("to_addrs must be a sequence of addresses, not one string")
+    recipients = list(to_addrs)
+    if not recipients:
+        raise PermanentError("no envelope recipients")
+    for label, value in [("MAIL FROM", from_addr)] + [("RCPT TO", r) for r in recipients]:
+        if not value or any(ch in value for ch in _ENVELOPE_FORBIDDEN):
+            raise PermanentError(f"{label} address is empty or contains a line break or NUL")
+    return recipients
+
+
+class SmtpMailer:
+    """SMTP client: one connection per thread, kept open and reused across sends.
+
+    A connection the server has closed while idle is detected on the next send
+    and replaced once; any other failure drops the connection and raises.
+    """
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self._ssl_context = ssl_context
+        self._local_hostname = local_hostname
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: set[smtplib.SMTP] = set()
+
+    def __repr__(self) -> str:
+        return f"SmtpMailer({self.settings!r})"
+
+    def _context(self) -> ssl.SSLContext:
+        return self._ssl_context or ssl.create_default_context()
+
+    def _open(self) -> smtplib.SMTP:
+        s = self.settings
+        conn: smtplib.SMTP
+        if s.tls:
+            conn = smtplib.SMTP_SSL(
+                s.host, s.port, local_hostname=self._local_hostname,
+                timeout=s.timeout, context=self._context(),
+            )
+        else:
+            conn = smtplib.SMTP(
+                s.host, s.port, local_hostname=self._local_hostname, timeout=s.timeout
+            )
+        try:
+            conn.ehlo()
+            if s.starttls:
+                conn.starttls(context=self._context())
+                conn.ehlo()
+            if s.username is not None:
+                conn.login(s.username, s.password or "")
+        except BaseException:
+            _quietly_close(conn)
+            raise
+        return conn
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        """This thread's connection and whether it was reused (may have gone stale)."""
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None:
+            return conn, True
+        conn = self._open()
+        self._local.conn = conn
+        with self._lock:
+            self._connections.add(conn)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._connections.discard(conn)
+            _quietly_close(conn)
+
+    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None:
+        """Send to exactly ``to_addrs``; raise Transient/PermanentError on failure.
+
+        With several recipients, a partial refusal raises too although the
+        others were accepted: send one recipient per call to account per
+        recipient.
+        """
+        recipients = _check_envelope(from_addr, to_addrs)
+        where = f"{self.settings.host}:{self.settings.port}"
+        reused = False
+        try:
+            try:
+                conn, reused = self._connection()
+                refused = conn.send_message(message, from_addr=from_addr, to_addrs=recipients)
+            except smtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                # An idle connection the server timed out: one fresh try.
+                self._drop()
+                conn, _ = self._connection()
+                refused = conn.send_message(message, from_addr=from_addr, to_addrs=recipients)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _refused(exc.recipients, accepted=0) from None
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421 or not 400 <= exc.smtp_code <= 599:
+                self._drop()
+            raise _by_code(exc.smtp_code, _text(exc.smtp_error)) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise TransientError(f"SMTP server {where} disconnected: {exc}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            self._drop()
+            raise PermanentError(f"SMTP server {where} does not support it: {exc}") from None
+        except smtplib.SMTPException as exc:
+            self._drop()
+            raise TransientError(f"SMTP error with {where}: {exc}") from None
+        except OSError as exc:  # refused, reset, DNS, TLS, and socket timeouts
+            self._drop()
+            raise TransientError(
+                f"SMTP connection to {where} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        except (ValueError, UnicodeError) as exc:
+            # smtplib refuses addresses with newlines or non-ASCII without SMTPUTF8.
+            self._drop()
+            raise PermanentError(f"SMTP cannot send this message: {exc}") from None
+        if refused:
+            raise _refused(refused, accepted=len(recipients) - len(refused))
+
+    def close(self) -> None:
+        """Close every thread's connection (QUIT, ignoring errors)."""
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        self._local.conn = None
+        for conn in connections:
+            _quietly_close(conn)
+
+
+def _refused(recipients: dict[str, tuple[int, bytes]], *, accepted: int) -> HeraldError:
+    """One error for refused recipients: permanent only when every refusal is 5xx."""
+    codes = [code for code, _ in recipients.values()]
+    if len(recipients) == 1:
+        code, text = next(iter(recipients.values()))
+        error = _by_code(code, _text(text))
+    else:
+        detail = "; ".join(
+            f"{addr}: {code} {_text(text)}" for addr, (code, text) in recipients.items()
+        )
+        worst = min(codes) if any(400 <= c <= 499 for c in codes) else max(codes)
+        error = _by_code(worst, f"recipients refused: {detail}")
+    if accepted:
+        error.args = (f"{error.args[0]} (accepted for {accepted} other recipient(s))",)
+    return error
+
+
+def _quietly_close(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        conn.quit()
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
+_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def _slug(message: EmailMessage) -> str:
+    subject = str(message.get("Subject", "")).lower().removeprefix("[herald]")
+    slug = _SLUG_CHARS.sub("-", subject).strip("-")[:60].strip("-")
+    return slug or "message"
+
+
+class FileMailer:
+    """Writes each message to ``<dir>/<NNNN>-<slug>.eml``; used by ``herald demo``.
+
+    Numbering continues after files already there, so a second run never
+    overwrites the first.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.paths: list[Path] = []
+        self._lock = threading.Lock()
+        numbers = [
+            int(p.name[:4]) for p in self.directory.glob("[0-9][0-9][0-9][0-9]-*.eml")
+        ]
+        self._next = max(numbers, default=0) + 1
+
+    def __repr__(self) -> str:
+        return f"FileMailer({str(self.directory)!r})"
+
+    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None:
+        _check_envelope(from_addr, to_addrs)
+        data = message.as_bytes()
+        slug = _slug(message)
+        with self._lock:
+            while True:
+                path = self.directory / f"{self._next:04d}-{slug}.eml"
+                self._next += 1
+                try:
+                    with path.open("xb") as fh:
+                        fh.write(data)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise TransientError(f"cannot write {path}: {exc}") from exc
+                break
+            self.paths.append(path)
+
+    def close(self) -> None:
+        """Nothing to release; present for the Mailer interface."""
+
+
+class SentMail(NamedTuple):
+    message: EmailMessage
+    from_addr: str
+    to_addrs: tuple[str, ...]
+
+
+class FakeMailer:
+    """Records sends in ``.sent``; ``fail_next(error, times)`` makes the next sends raise."""
+
+    def __init__(self) -> None:
+        self.sent: list[SentMail] = []
+        self.attempts = 0
+        self.closed = False
+        self._failures: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def fail_next(self, error: BaseException, times: int = 1) -> None:
+        with self._lock:
+            self._failures.extend([error] * times)
+
+    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None:
+        recipients = _check_envelope(from_addr, to_addrs)
+        with self._lock:
+            self.attempts += 1
+            if self._failures:
+                raise self._failures.pop(0)
+            self.sent.append(SentMail(message, from_addr, tuple(recipients)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def mailer_from_url(url: str) -> Mailer:
+    """``smtp://`` and ``smtps://`` give an ``SmtpMailer``; ``file:///dir`` a ``FileMailer``."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("smtp", "smtps"):
+        return SmtpMailer(SmtpSettings.from_url(url))
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError("file:// mail URL must be file:///absolute/path")
+        if not parts.path:
+            raise ValueError("file:// mail URL has no directory")
+        return FileMailer(unquote(parts.path))
+    raise ValueError(
+        f"mail URL scheme must be smtp://, smtps:// or file://, not {scheme or 'missing'!r}"
+    )

@@ -1,0 +1,412 @@
+"""Rendering notifications: what an email shows, how big it gets, and what reaches a header."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from jinja2 import DictLoader, Environment, StrictUndefined
+
+from orchestrator import render
+from orchestrator.errors import PermanentError
+from orchestrator.render import (
+    ChangeView,
+    FieldChange,
+    RenderedEmail,
+    build_message,
+    message_id_for,
+    render_notification,
+)
+
+AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+FROM = "Herald <herald@example.com>"
+TO = "ops@example.com"
+HERALD_HEADERS = [
+    "Message-ID", "Date", "From", "To", "Subject", "Auto-Submitted", "X-Herald-Change-Id",
+    "MIME-Version", "Content-Type",
+]  # fmt: skip
+
+# Everything that could end a header line or smuggle one in, as a row value would carry it.
+INJECTIONS = [
+    "x\r\nBcc: victim@example.net",
+    "x\nBcc: victim@example.net",
+    "x\rBcc: victim@example.net",
+    "x\0Bcc: victim@example.net",
+    "x =?UTF-8?Q?=0A?=Bcc: victim@example.net",
+    "x =?UTF-8?Q?=0D=0ABcc:_victim@example.net?=",
+    "x\u2028Bcc: victim@example.net",
+    "x\u2029Bcc: victim@example.net",
+    "x\x85Bcc: victim@example.net",
+    "x\x0bBcc:\x0c victim@example.net",
+    "trailing newline\n",
+]
+
+
+def update(
+    old: dict[str, Any], new: dict[str, Any], *, change_id: int = 1, pk: Any = 7
+) -> ChangeView:
+    return ChangeView(change_id, "classes", "UPDATE", {"id": pk}, old, new, AT)
+
+
+def insert(new: dict[str, Any], *, change_id: int = 1, table: str = "classes") -> ChangeView:
+    return ChangeView(change_id, table, "INSERT", {"id": new.get("id", 7)}, None, new, AT)
+
+
+def rendered(*changes: ChangeView, summary: str | None = None, note: str | None = None):
+    return render_notification(changes, summary=summary, summary_note=note, route="ops")
+
+
+def message(email_: RenderedEmail, change_ids: list[int] | None = None) -> EmailMessage:
+    return build_message(
+        email_,
+        mail_from=FROM,
+        recipient=TO,
+        message_id=message_id_for(42, TO, "herald.example.com"),
+        change_ids=change_ids or [1],
+    )
+
+
+def on_the_wire(msg: EmailMessage) -> EmailMessage:
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+# --- what the email shows -------------------------------------------------------------------
+
+
+def test_an_update_email_lists_only_the_changed_fields() -> None:
+    change = update(
+        {"id": 7, "teacher": "Ann", "room": "A1", "seats": 10},
+        {"id": 7, "teacher": "Ann", "room": "B2", "seats": 12},
+    )
+    assert change.fields == [FieldChange("room", "A1", "B2"), FieldChange("seats", 10, 12)]
+    out = rendered(change)
+    assert "room: A1 → B2" in out.text
+    assert "seats: 10 → 12" in out.text
+    assert "teacher" not in out.text
+    assert "B2" in out.html and "teacher" not in out.html
+
+
+def test_an_update_that_turns_1_into_true_is_a_change() -> None:
+    change = update({"flag": 1, "n": 1}, {"flag": True, "n": 1})
+    assert change.fields == [FieldChange("flag", 1, True)]
+
+
+def test_an_update_shows_a_field_that_appeared_or_disappeared() -> None:
+    change = update({"id": 7, "gone": "x"}, {"id": 7, "new": "y"})
+    assert change.fields == [FieldChange("new", None, "y"), FieldChange("gone", "x", None)]
+
+
+def test_an_insert_email_lists_every_new_field() -> None:
+    out = rendered(insert({"id": 7, "title": "Yoga"}))
+    assert out.subject == "[Herald] INSERT on classes (id=7)"
+    assert "id: 7" in out.text and "title: Yoga" in out.text
+
+
+def test_a_delete_email_lists_every_old_field() -> None:
+    change = ChangeView(3, "classes", "DELETE", {"id": 7}, {"id": 7, "title": "Yoga"}, None, AT)
+    assert change.fields == [FieldChange("id", 7, None), FieldChange("title", "Yoga", None)]
+    out = rendered(change)
+    assert "title: Yoga" in out.text
+    assert out.subject == "[Herald] DELETE on classes (id=7)"
+
+
+def test_the_subject_names_operation_table_and_row_key() -> None:
+    assert rendered(update({"a": 1}, {"a": 2})).subject == "[Herald] UPDATE on classes (id=7)"
+
+
+def test_a_grouped_notification_lists_every_change_in_order() -> None:
+    changes = [update({"a": i}, {"a": i + 1}, change_id=10 + i) for i in range(3)]
+    out = rendered(*changes)
+    assert out.subject == "[Herald] 3 changes on classes (id=7)"
+    for part in (out.text, out.html):
+        positions = [part.index(f"change #{10 + i}") for i in range(3)]
+        assert positions == sorted(positions)
+    values = [out.text.index(f"a: {i} → {i + 1}") for i in range(3)]
+    assert values == sorted(values)
+
+
+def test_a_group_over_several_rows_leaves_the_key_out_of_the_subject() -> None:
+    out = rendered(insert({"id": 1}), insert({"id": 2}, table="rooms"))
+    assert out.subject == "[Herald] 2 changes on classes, rooms"
+
+
+def test_the_summary_is_shown_in_both_parts() -> None:
+    out = rendered(update({"a": 1}, {"a": 2}), summary="Room moved to B2.")
+    assert "Room moved to B2." in out.text and "Room moved to B2." in out.html
+
+
+@pytest.mark.parametrize(
+    "note", ["Summary unavailable", "Offline summary — no AI model was used"]
+)
+def test_a_summary_note_is_shown(note: str) -> None:
+    out = rendered(update({"a": 1}, {"a": 2}), note=note)
+    assert note in out.text and note in out.html
+
+
+def test_non_string_values_are_shown_as_compact_json() -> None:
+    out = rendered(
+        insert({"id": 7, "n": 1.5, "ok": False, "none": None, "tags": ["a", 1], "m": {"k": "v"}})
+    )
+    for line in ["n: 1.5", "ok: false", "none: null", 'tags: ["a", 1]', 'm: {"k": "v"}']:
+        assert line in out.text
+
+
+def test_a_multi_line_value_stays_inside_its_field() -> None:
+    out = rendered(update({"note": "a"}, {"note": "line one\nline two"}))
+    assert "note: a → line one\n    line two" in out.text
+
+
+# --- hostile values -------------------------------------------------------------------------
+
+
+def test_script_tags_in_values_are_escaped_in_the_html_part() -> None:
+    out = rendered(update({"t": "<b>old</b>"}, {"t": "<script>alert(1)</script>"}))
+    assert "<script>" not in out.html and "<b>old" not in out.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out.html
+    assert "<script>alert(1)</script>" in out.text  # plain text is not HTML
+
+
+def test_script_tags_in_the_summary_are_escaped_in_the_html_part() -> None:
+    out = rendered(insert({"id": 7}), summary='<script>x()</script><a href="javascript:x()">')
+    assert "<script>" not in out.html and "<a href" not in out.html
+    assert "&lt;script&gt;" in out.html
+
+
+def test_a_javascript_url_in_a_value_is_never_a_link() -> None:
+    out = rendered(insert({"id": 7, "url": "javascript:alert(1)", "web": "https://x.test"}))
+    assert "<a " not in out.html and "href" not in out.html
+    assert "javascript:alert(1)" in out.html  # shown as text only
+
+
+def test_keys_and_table_names_are_escaped_too() -> None:
+    change = ChangeView(1, "<t>", "INSERT", {"<k>": "<v>"}, None, {"<f>": 1}, AT)
+    out = rendered(change)
+    assert "<t>" not in out.html and "<k>" not in out.html and "<f>" not in out.html
+
+
+def test_a_10_mb_value_renders_a_bounded_email() -> None:
+    huge = "x" * 10_000_000
+    out = rendered(update({"blob": "small"}, {"blob": huge}), summary="s" * 1_000_000)
+    assert "…(truncated, 10000000 chars)" in out.text
+    assert len(out.text) < 20_000 and len(out.html) < 25_000
+    assert len(message(out).as_bytes()) < 100_000
+
+
+def test_a_huge_nested_value_is_truncated_as_json() -> None:
+    out = rendered(insert({"id": 7, "items": [{"n": i} for i in range(200_000)]}))
+    assert "…(truncated," in out.text
+    assert len(out.text) < 5_000
+
+
+def test_a_row_with_thousands_of_columns_renders_a_bounded_email() -> None:
+    out = rendered(insert({f"c{i}": "v" * 400 for i in range(5_000)}))
+    assert f"and {5_000 - render.MAX_FIELDS} more field(s) not shown" in out.text
+    assert len(out.text) < render.MAX_FIELDS * 600
+
+
+def test_control_characters_in_values_are_shown_as_escapes_in_the_body() -> None:
+    out = rendered(insert({"id": 7, "t": "a\0b\x1bc\u202ed"}))
+    assert "\0" not in out.text and "\x1b" not in out.text and "\u202e" not in out.text
+    assert "a\\x00b\\x1bc\\u202ed" in out.text
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_line_breaks_in_subject_values_become_spaces(value: str) -> None:
+    out = rendered(ChangeView(1, value, "INSERT", {"id": value}, None, {"id": 1}, AT))
+    assert out.subject.startswith("[Herald] INSERT on x") or "trailing newline" in out.subject
+    for ch in "\r\n\0\u2028\u2029\x85\x0b\x0c":
+        assert ch not in out.subject
+    assert "  " not in out.subject and out.subject == out.subject.strip()
+
+
+def test_an_encoded_word_in_a_value_is_shown_literally_and_never_decoded() -> None:
+    out = rendered(insert({"id": "=?UTF-8?Q?=0A?="}))
+    parsed = on_the_wire(message(out))
+    subject = str(parsed["Subject"])
+    assert "\n" not in subject
+    assert subject.replace("\u200b", "") == "[Herald] INSERT on classes (id==?UTF-8?Q?=0A?=)"
+
+
+def test_the_subject_is_one_bounded_line() -> None:
+    out = rendered(insert({"id": "k" * 1_000}, table="t" * 1_000))
+    assert len(out.subject) <= render.MAX_SUBJECT_CHARS + 5
+    assert "\n" not in out.subject
+
+
+# --- failures that can never succeed --------------------------------------------------------
+
+
+def test_a_value_that_cannot_be_formatted_is_a_permanent_error_naming_the_field() -> None:
+    with pytest.raises(PermanentError, match=r"cannot render notification: .*'when'.*object"):
+        rendered(insert({"id": 7, "when": object()}))
+
+
+def test_a_missing_template_variable_is_a_permanent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = Environment(
+        loader=DictLoader(
+            {
+                "broken.subject.txt": "{{ heading }}",
+                "broken.txt": "{{ no_such_thing }}",
+                "broken.html": "",
+            }
+        ),
+        undefined=StrictUndefined,
+    )
+    monkeypatch.setattr(render, "_environment", env)
+    with pytest.raises(PermanentError, match="cannot render notification: .*no_such_thing"):
+        render_notification(
+            [insert({"id": 7})], summary=None, summary_note=None, route="r", template="broken"
+        )
+
+
+@pytest.mark.parametrize("template", ["no-such-template", "../etc/passwd"])
+def test_an_unknown_template_is_a_permanent_error(template: str) -> None:
+    with pytest.raises(PermanentError, match="cannot render notification"):
+        render_notification(
+            [insert({"id": 7})], summary=None, summary_note=None, route="r", template=template
+        )
+
+
+def test_no_changes_is_a_permanent_error() -> None:
+    with pytest.raises(PermanentError, match="no changes"):
+        rendered()
+
+
+def test_an_unknown_operation_is_a_permanent_error() -> None:
+    with pytest.raises(PermanentError, match="unknown operation 'TRUNCATE'"):
+        ChangeView(1, "classes", "TRUNCATE", {}, None, None, AT)
+
+
+def test_a_change_log_record_becomes_a_change_view() -> None:
+    record = {
+        "id": 5, "table_name": "classes", "operation": "UPDATE", "row_pk": {"id": 7},
+        "old_row": {"a": 1}, "new_row": {"a": 2}, "changed_at": AT,
+    }  # fmt: skip
+    assert ChangeView.from_record(record) == update({"a": 1}, {"a": 2}, change_id=5)
+    with pytest.raises(PermanentError, match="malformed change record"):
+        ChangeView.from_record({"id": 5})
+
+
+# --- Message-ID -----------------------------------------------------------------------------
+
+
+def test_message_id_is_stable_for_one_notification_and_recipient() -> None:
+    first = message_id_for(42, "ops@example.com", "herald.example.com")
+    assert first == message_id_for(42, "ops@example.com", "herald.example.com")
+    assert first.startswith("<herald.n42.") and first.endswith("@herald.example.com>")
+    assert len(first.split(".")[2].split("@")[0]) == 16
+
+
+def test_message_ids_differ_by_notification_and_by_recipient() -> None:
+    ids = {
+        message_id_for(1, "a@example.com", "h.test"),
+        message_id_for(2, "a@example.com", "h.test"),
+        message_id_for(1, "b@example.com", "h.test"),
+    }
+    assert len(ids) == 3
+
+
+def test_a_message_id_does_not_reveal_the_recipient() -> None:
+    assert "ops" not in message_id_for(1, "ops@example.com", "h.test")
+
+
+def test_a_message_id_domain_with_a_line_break_is_refused() -> None:
+    with pytest.raises(PermanentError, match="Message-ID domain"):
+        message_id_for(1, TO, "h.test\r\nBcc: x@y")
+
+
+# --- the built message ----------------------------------------------------------------------
+
+
+def test_the_message_carries_herald_headers_and_both_parts() -> None:
+    out = rendered(update({"a": 1}, {"a": 2}), summary="Changed.")
+    parsed = on_the_wire(message(out, change_ids=[3, 4]))
+    assert list(parsed.keys()) == HERALD_HEADERS
+    assert parsed["Message-ID"] == message_id_for(42, TO, "herald.example.com")
+    assert parsed["X-Herald-Change-Id"] == "3,4"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["From"] == FROM and parsed["To"] == TO
+    assert parsed["Subject"] == "[Herald] UPDATE on classes (id=7)"
+    assert parsed["Date"].datetime is not None
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain = parsed.get_body(("plain",))
+    html = parsed.get_body(("html",))
+    assert plain is not None and html is not None
+    assert "a: 1 → 2" in plain.get_content() and "Changed." in html.get_content()
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_crlf_in_a_value_never_reaches_a_header(value: str) -> None:
+    change = ChangeView(1, "classes", "UPDATE", {"id": value}, {"t": value}, {"t": "y"}, AT)
+    parsed = on_the_wire(message(rendered(change, summary=value)))
+    assert list(parsed.keys()) == HERALD_HEADERS
+    subject = str(parsed["Subject"])
+    assert not any(ch in subject for ch in "\r\n\0\u2028\u2029\x85")
+    assert parsed["To"] == TO and parsed.get_all("Bcc") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "header"),
+    [
+        ("mail_from", "herald@example.com\r\nBcc: x@example.net", "From"),
+        ("mail_from", "Herald\u2028 <herald@example.com>", "From"),
+        ("recipient", "ops@example.com\nBcc: x@example.net", "To"),
+        ("recipient", "ops@example.com\0", "To"),
+        ("recipient", "ops@example.com\x85", "To"),
+        ("message_id", "<a@b>\r\nBcc: x@example.net", "Message-ID"),
+        ("subject", "hi\rBcc: x@example.net", "Subject"),
+        ("subject", "hi\u2029there", "Subject"),
+        ("subject", "hi =?UTF-8?Q?=0A?=Bcc: x@example.net", "Subject"),
+        ("recipient", "=?UTF-8?Q?=0A?=x <ops@example.com>", "To"),
+    ],
+)
+def test_a_header_value_with_a_line_break_is_refused_naming_the_header(
+    field: str, value: str, header: str
+) -> None:
+    args: dict[str, Any] = {
+        "mail_from": FROM, "recipient": TO, "message_id": "<a@b>", "change_ids": [1],
+    }  # fmt: skip
+    subject = value if field == "subject" else "ok"
+    if field != "subject":
+        args[field] = value
+    with pytest.raises(PermanentError, match=header):
+        build_message(RenderedEmail(subject, "t", "<p>h</p>"), **args)
+
+
+@pytest.mark.parametrize("recipient", ["a@example.com, b@example.com", "not-an-address", ""])
+def test_the_recipient_must_be_exactly_one_address(recipient: str) -> None:
+    with pytest.raises(PermanentError, match="To header"):
+        build_message(
+            RenderedEmail("s", "t", "h"),
+            mail_from=FROM, recipient=recipient, message_id="<a@b>", change_ids=[1],
+        )  # fmt: skip
+
+
+def test_extra_headers_are_added_but_cannot_replace_herald_headers() -> None:
+    base: dict[str, Any] = {
+        "mail_from": FROM, "recipient": TO, "message_id": "<a@b>", "change_ids": [1],
+    }  # fmt: skip
+    msg = build_message(
+        RenderedEmail("s", "t", "h"), extra_headers={"X-Herald-Route": "ops"}, **base
+    )
+    assert msg["X-Herald-Route"] == "ops"
+    with pytest.raises(PermanentError, match="Bcc"):
+        build_message(RenderedEmail("s", "t", "h"), extra_headers={"Bcc": "x@y.z"}, **base)
+    with pytest.raises(PermanentError, match="X-Note"):
+        build_message(RenderedEmail("s", "t", "h"), extra_headers={"X-Note": "a\nb"}, **base)
+
+
+def test_change_ids_must_be_integers() -> None:
+    with pytest.raises(PermanentError, match="X-Herald-Change-Id"):
+        build_message(
+            RenderedEmail("s", "t", "h"),
+            mail_from=FROM, recipient=TO, message_id="<a@b>", change_ids=["1\r\nBcc: x"],  # type: ignore[list-item]
+        )  # fmt: skip
