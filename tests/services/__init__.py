@@ -1,0 +1,59 @@
+"""Real services for the test suite, each started on loopback in a temporary directory.
+
+The modules here hold the machinery; ``tests/conftest.py`` turns them into fixtures.
+Every server binds 127.0.0.1 only and is stopped by its fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import pytest
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service cannot run on this machine (binary missing, failed to start)."""
+
+
+def in_ci() -> bool:
+    """CI must never silently skip a real-service test, so it is told apart from a laptop."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require_service(name: str, reason: str) -> NoReturn:
+    """Give up on a service that cannot start: skip locally, fail under ``CI=true``."""
+    message = f"{name} unavailable: {reason}"
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the kernel just handed out; racy in theory, fine for one test run."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` seconds pass; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
