@@ -7,6 +7,12 @@ its tests locally and fails them under ``CI=true`` (see ``tests.services.require
 
 from __future__ import annotations
 
+import os
+
+# Herald's actors bind to the broker named here when `actors` is first imported; in-process
+# tests use Dramatiq's StubBroker. Real-RabbitMQ tests run workers as subprocesses.
+os.environ.setdefault("HERALD_BROKER_URL", "stub://")
+
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -122,3 +128,6 @@ def openai_server() -> Iterator[FakeOpenAIServer]:
 # =============================================================================================
 # Application fixtures (migrations, settings, workers, ...) below this line.
 # =============================================================================================
+
+# Herald's fixtures (herald_db, pool, stub_pipeline) live in tests/fixtures.py.
+pytest_plugins = ["tests.fixtures"]

@@ -1,0 +1,171 @@
+-- The herald schema as the migrations build it (tests/test_migrations.py checks they agree).
+-- Reference only: `herald db upgrade` applies migrations/, never this file.
+
+CREATE SCHEMA herald;
+
+CREATE TABLE herald.migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+
+
+CREATE TABLE herald.change_log (
+    id          bigserial PRIMARY KEY,
+    table_name  text        NOT NULL,
+    operation   text        NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    row_pk      jsonb,
+    old_row     jsonb,
+    new_row     jsonb,
+    changed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    claimed_at  timestamptz,
+    outcome     text CHECK (outcome IN ('routed', 'skipped', 'failed')),
+    error       text
+);
+-- The orchestrator only ever looks at unclaimed rows: keep that index small.
+CREATE INDEX change_log_unclaimed_idx ON herald.change_log (id) WHERE claimed_at IS NULL;
+
+-- Records one row change. TG_ARGV holds the table's primary-key columns.
+CREATE FUNCTION herald.record_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    source jsonb;
+    pk     jsonb := '{}'::jsonb;
+    col    text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        source := to_jsonb(OLD);
+    ELSE
+        source := to_jsonb(NEW);
+    END IF;
+    FOREACH col IN ARRAY TG_ARGV LOOP
+        pk := pk || jsonb_build_object(col, source -> col);
+    END LOOP;
+    INSERT INTO herald.change_log (table_name, operation, row_pk, old_row, new_row)
+    VALUES (
+        format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+        TG_OP,
+        pk,
+        CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+        CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END
+    );
+    RETURN NULL;
+END;
+$$;
+
+-- Attaches the change-log trigger to an application table (idempotent).
+CREATE FUNCTION herald.track(target regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    pk_cols text[];
+    args    text;
+BEGIN
+    SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+      INTO pk_cols
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = target AND i.indisprimary;
+    IF pk_cols IS NULL THEN
+        RAISE EXCEPTION 'herald.track: table % has no primary key', target
+            USING HINT = 'Herald names each change by its primary key; add one to the table.',
+                  ERRCODE = 'invalid_table_definition';
+    END IF;
+    SELECT string_agg(quote_literal(c), ', ') INTO args FROM unnest(pk_cols) AS c;
+    EXECUTE format('DROP TRIGGER IF EXISTS herald_change_log ON %s', target);
+    EXECUTE format(
+        'CREATE TRIGGER herald_change_log AFTER INSERT OR UPDATE OR DELETE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION herald.record_change(%s)', target, args);
+END;
+$$;
+
+CREATE FUNCTION herald.untrack(target regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS herald_change_log ON %s', target);
+END;
+$$;
+
+-- One run of the orchestrator's drain loop: proves batches never overlap, feeds the
+-- "orchestrator last succeeded" metric.
+CREATE TABLE herald.orchestrator_runs (
+    id           bigserial PRIMARY KEY,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at  timestamptz,
+    batches      integer NOT NULL DEFAULT 0,
+    claimed      integer NOT NULL DEFAULT 0,
+    routed       integer NOT NULL DEFAULT 0,
+    skipped      integer NOT NULL DEFAULT 0,
+    failed       integer NOT NULL DEFAULT 0,
+    published    integer NOT NULL DEFAULT 0,
+    republished  integer NOT NULL DEFAULT 0,
+    status       text NOT NULL DEFAULT 'running'
+                 CHECK (status IN ('running', 'succeeded', 'failed', 'locked')),
+    error        text
+);
+
+CREATE TABLE herald.notifications (
+    id             bigserial PRIMARY KEY,
+    route          text        NOT NULL,
+    table_name     text        NOT NULL,
+    row_pk         jsonb,
+    change_ids     bigint[]    NOT NULL,
+    recipients     text[]      NOT NULL,
+    ai             boolean     NOT NULL DEFAULT false,
+    on_ai_failure  text        NOT NULL DEFAULT 'send',
+    priority       text        NOT NULL DEFAULT 'normal',
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- The job ledger, and the outbox: a job row is written in the same transaction as the
+-- step that decides it, and published after commit (published_at records when).
+CREATE TABLE herald.jobs (
+    id               bigserial PRIMARY KEY,
+    message_id       uuid        NOT NULL UNIQUE,
+    actor            text        NOT NULL,
+    queue            text        NOT NULL,
+    status           text        NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed',
+                                       'canceled', 'superseded')),
+    attempts         integer     NOT NULL DEFAULT 0,
+    notification_id  bigint      REFERENCES herald.notifications (id) ON DELETE CASCADE,
+    change_id        bigint,
+    recipient        text,
+    unique_key       text,
+    priority         smallint    NOT NULL DEFAULT 0,
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    published_at     timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    eta              timestamptz,
+    last_error       text
+);
+CREATE INDEX jobs_open_idx ON herald.jobs (actor, created_at) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_status_idx ON herald.jobs (status, actor);
+CREATE INDEX jobs_notification_idx ON herald.jobs (notification_id);
+-- Unique jobs: no two open jobs share an actor and unique key.
+CREATE UNIQUE INDEX jobs_unique_open_idx ON herald.jobs (actor, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+
+CREATE TABLE herald.summaries (
+    notification_id    bigint PRIMARY KEY REFERENCES herald.notifications (id) ON DELETE CASCADE,
+    status             text        NOT NULL CHECK (status IN ('ok', 'offline', 'unavailable')),
+    summary            text,
+    model              text,
+    aliases            jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    prompt_tokens      integer     NOT NULL DEFAULT 0,
+    completion_tokens  integer     NOT NULL DEFAULT 0,
+    error              text,
+    created_at         timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- One delivery per notification and recipient: claimed ('sending') before SMTP, 'sent'
+-- after. A row found 'sending' by a later attempt is the one ambiguous case.
+CREATE TABLE herald.deliveries (
+    id                 bigserial PRIMARY KEY,
+    notification_id    bigint      NOT NULL REFERENCES herald.notifications (id) ON DELETE CASCADE,
+    recipient          text        NOT NULL,
+    message_id_header  text        NOT NULL,
+    status             text        NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+    attempts           integer     NOT NULL DEFAULT 0,
+    ambiguous          boolean     NOT NULL DEFAULT false,
+    created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    sent_at            timestamptz,
+    error              text,
+    UNIQUE (notification_id, recipient)
+);
