@@ -70,6 +70,7 @@ def stub_pipeline(herald_db: str, pool: ConnectionPool) -> Iterator[StubPipeline
 
     broker = actors.broker
     broker.flush_all()
+    broker.fail_fast_default = False  # failed jobs are dead-lettered on purpose in these tests
     # Fast retries for tests (the defaults wait seconds).
     saved = {}
     for actor in broker.actors.values():
