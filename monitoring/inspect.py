@@ -1,0 +1,347 @@
+"""Looking inside the job ledger: the functions behind `herald jobs ...` and `herald stats`.
+
+Plain functions over a psycopg connection whose rows are dicts (`orchestrator.db.connect`).
+Reads return dicts and lists ready to print or dump as JSON; the two writes (`retry_jobs`,
+`cancel_job`) each run in `conn.transaction()` blocks, so give them a connection with no
+transaction open (autocommit, as the CLI does) for each block to commit on its own.
+All SQL is in `monitoring/sql/inspect.sql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from monitoring.sql import queries
+from orchestrator.ledger import ACTOR_QUEUES, STATUSES, JobRef, Publish, publish_and_mark
+
+#: Statuses a job can be retried from (it is not open and did not succeed).
+RETRYABLE = ("failed", "canceled")
+#: Statuses a job can be canceled from.
+CANCELABLE = ("pending", "running")
+
+#: `herald stats` thresholds: a pending job is overdue when it is still unpublished this
+#: long after it was written, or its retry was due this long ago.
+OVERDUE_UNPUBLISHED_SECONDS = 30
+OVERDUE_ETA_SECONDS = 60
+#: The window `herald stats` averages processing time over.
+PROCESSING_WINDOW_SECONDS = 24 * 3600
+
+DELIVERY_STATUSES = ("sending", "sent", "failed")
+
+
+class OperatorError(Exception):
+    """A request the operator must change: the message says what and why."""
+
+
+class JobNotFound(OperatorError, LookupError):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no job {job_id} in the ledger")
+        self.job_id = job_id
+
+
+class UnknownStatus(OperatorError, ValueError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"unknown status {status!r} (choose from {', '.join(STATUSES)})")
+        self.status = status
+
+
+class Refused(OperatorError):
+    """The job is in a state the requested change does not apply to."""
+
+
+def check_status(status: str | None) -> str | None:
+    if status is not None and status not in STATUSES:
+        raise UnknownStatus(status)
+    return status
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def list_jobs(
+    conn: psycopg.Connection[Any],
+    *,
+    actor: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, optionally only one actor's and/or one status."""
+    check_status(status)
+    if limit < 1:
+        raise OperatorError(f"limit must be at least 1, not {limit}")
+    params = {"actor": actor, "status": status, "limit": limit}
+    return list(conn.execute(queries["list_jobs"], params).fetchall())
+
+
+def show_job(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
+    """Everything about one job: its row, notification, summary outcome, delivery, siblings.
+
+    The summary's text and aliases map are left out (the map holds the personal data the
+    AI never saw); only its status, model and error are shown.
+    """
+    job = conn.execute(queries["get_job"], {"id": job_id}).fetchone()
+    if job is None:
+        raise JobNotFound(job_id)
+    job = dict(job)
+    job["message_id"] = str(job["message_id"])
+    notification_id = job["notification_id"]
+    notification = summary = delivery = None
+    siblings: list[dict[str, Any]] = []
+    if notification_id is not None:
+        notification = conn.execute(
+            queries["get_notification"], {"id": notification_id}
+        ).fetchone()
+        summary = conn.execute(
+            queries["get_summary_status"], {"notification_id": notification_id}
+        ).fetchone()
+        if job["recipient"] is not None:
+            delivery = conn.execute(
+                queries["get_delivery"],
+                {"notification_id": notification_id, "recipient": job["recipient"]},
+            ).fetchone()
+        siblings = list(conn.execute(
+            queries["sibling_jobs"], {"notification_id": notification_id, "id": job_id}
+        ).fetchall())
+    return {
+        "job": job,
+        "notification": notification,
+        "summary": summary,
+        "delivery": delivery,
+        "siblings": siblings,
+    }
+
+
+# -- retrying ------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryResult:
+    """What `retry_jobs` did: jobs reopened, how many messages went out, what it skipped."""
+
+    retried: list[int] = field(default_factory=list)
+    published: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    #: The broker took fewer messages than offered; the rest stay pending and unpublished,
+    #: and the orchestrator's republisher sends them on a later run.
+    publish_incomplete: bool = False
+
+    @property
+    def unpublished(self) -> int:
+        return len(self.retried) - self.published
+
+
+def _refusal(job_id: int, status: str) -> str:
+    return {
+        "complete": f"job {job_id} is complete: there is nothing to retry",
+        "pending": f"job {job_id} is pending: it is already waiting to run",
+        "running": f"job {job_id} is running: wait for it to complete or fail",
+        "superseded": f"job {job_id} was superseded by a newer job: there is nothing to retry",
+    }.get(status, f"job {job_id} is {status}: only failed or canceled jobs can be retried")
+
+
+def _duplicate_reason(job_id: int, open_id: int, open_status: str) -> str:
+    return f"job {job_id}: job {open_id} for the same work is already {open_status}"
+
+
+def _reopen_and_publish(
+    conn: psycopg.Connection[Any], ids: Sequence[int], publish: Publish
+) -> tuple[list[int], int]:
+    """Inside the caller's transaction, with the rows locked: back to pending, then publish.
+
+    Publishing while the rows are still locked keeps the orchestrator's republisher (which
+    skips locked rows) from sending a second message, and a worker that gets the message
+    first simply waits for the commit before it marks the job running.
+    """
+    rows = conn.execute(queries["reopen_jobs"], {"ids": list(ids)}).fetchall()
+    refs = sorted(
+        (
+            JobRef(id=r["id"], message_id=str(r["message_id"]), actor=r["actor"],
+                   queue=r["queue"], priority=r["priority"])
+            for r in rows
+        ),
+        key=lambda ref: ref.id,
+    )
+    return [ref.id for ref in refs], publish_and_mark(conn, refs, publish)
+
+
+def retry_jobs(
+    conn: psycopg.Connection[Any],
+    job_ids: Sequence[int] = (),
+    *,
+    failed: bool = False,
+    publish: Publish,
+    batch_size: int = 500,
+) -> RetryResult:
+    """Put failed (or canceled) jobs back to pending and publish their messages again.
+
+    Either name the jobs (`job_ids`: all of them are checked first, and nothing changes if
+    one is unknown or cannot be retried) or ask for every failed job (`failed=True`:
+    batch by batch, each its own transaction; a job whose work another open job already
+    does is skipped). Attempts and last_error are kept. A job the broker did not take stays
+    pending and unpublished: the orchestrator publishes it again later (the ledger is the
+    outbox); with `failed=True` no further batch is started after that happens.
+    """
+    if bool(job_ids) == failed:
+        raise ValueError("retry_jobs: pass job ids or failed=True (exactly one)")
+    result = RetryResult()
+    if job_ids:
+        ids = sorted(set(job_ids))
+        with conn.transaction():
+            rows = {r["id"]: r for r in conn.execute(
+                queries["lock_jobs"], {"ids": ids}).fetchall()}
+            for job_id in ids:
+                if job_id not in rows:
+                    raise JobNotFound(job_id)
+                if rows[job_id]["status"] not in RETRYABLE:
+                    raise Refused(_refusal(job_id, rows[job_id]["status"]))
+            seen: dict[tuple[str, str], int] = {}
+            for job_id in ids:
+                key = (rows[job_id]["actor"], rows[job_id]["unique_key"])
+                if key[1] is not None and key in seen:
+                    raise Refused(f"jobs {seen[key]} and {job_id} do the same work: "
+                                  "retry only one of them")
+                seen[key] = job_id
+            dup = conn.execute(queries["open_duplicates"], {"ids": ids}).fetchone()
+            if dup is not None:
+                raise Refused(_duplicate_reason(dup["job_id"], dup["open_id"],
+                                                dup["open_status"]))
+            result.retried, result.published = _reopen_and_publish(conn, ids, publish)
+        result.publish_incomplete = result.published < len(result.retried)
+        return result
+
+    after = 0
+    while True:
+        with conn.transaction():
+            batch = list(conn.execute(
+                queries["lock_failed_batch"], {"after": after, "limit": batch_size}
+            ).fetchall())
+            if not batch:
+                break
+            after = batch[-1]["id"]
+            skipped: dict[int, str] = {}
+            for dup in conn.execute(
+                queries["open_duplicates"], {"ids": [r["id"] for r in batch]}
+            ).fetchall():
+                skipped.setdefault(dup["job_id"], _duplicate_reason(
+                    dup["job_id"], dup["open_id"], dup["open_status"]))
+            # Two failed jobs for the same work: reopen the newest only.
+            newest: dict[tuple[str, str], int] = {}
+            for r in batch:
+                if r["id"] in skipped or r["unique_key"] is None:
+                    continue
+                key = (r["actor"], r["unique_key"])
+                if key in newest:
+                    skipped[newest[key]] = (f"job {newest[key]}: newer failed job {r['id']} "
+                                            "for the same work is retried instead")
+                newest[key] = r["id"]
+            todo = [r["id"] for r in batch if r["id"] not in skipped]
+            retried, published = _reopen_and_publish(conn, todo, publish) if todo else ([], 0)
+        result.retried += retried
+        result.published += published
+        result.skipped += sorted(skipped.items())
+        if published < len(retried):
+            result.publish_incomplete = True
+            break
+    return result
+
+
+# -- canceling -----------------------------------------------------------------------------
+
+
+def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> str:
+    """Cancel an open job; returns the status it had (`pending` or `running`).
+
+    A pending job's message does nothing when it arrives (the ledger middleware skips jobs
+    that are not open). A running job's current attempt may still finish (its effect, an
+    email sent, stands), but the ledger keeps it canceled and its later retries are skipped.
+    """
+    with conn.transaction():
+        row = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        status = row["status"]
+        if status not in CANCELABLE:
+            raise Refused({
+                "complete": f"job {job_id} is complete: too late to cancel it",
+                "failed": f"job {job_id} has failed: it will not run again unless retried",
+                "canceled": f"job {job_id} is already canceled",
+                "superseded": f"job {job_id} was superseded by a newer job: nothing to cancel",
+            }.get(status, f"job {job_id} is {status}: only pending or running jobs can be "
+                          "canceled"))
+        conn.execute(queries["cancel_job"], {"id": job_id})
+    return str(status)
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def stats(
+    conn: psycopg.Connection[Any],
+    *,
+    overdue_unpublished_seconds: float = OVERDUE_UNPUBLISHED_SECONDS,
+    overdue_eta_seconds: float = OVERDUE_ETA_SECONDS,
+    window_seconds: float = PROCESSING_WINDOW_SECONDS,
+) -> dict[str, Any]:
+    """The ledger at a glance, as a JSON-ready dict.
+
+    `actors` maps every known actor (and any other found in the ledger) to its counts by
+    status (every status present, zeros included), `total`, `success_rate` (complete /
+    (complete + failed), None when neither), `mean_processing_seconds` (complete jobs
+    finished in the window; the duration of their last attempt) and `overdue`.
+    """
+    actors: dict[str, dict[str, Any]] = {}
+
+    def actor(name: str) -> dict[str, Any]:
+        if name not in actors:
+            actors[name] = {
+                "counts": dict.fromkeys(STATUSES, 0), "total": 0, "success_rate": None,
+                "mean_processing_seconds": None, "completed_in_window": 0, "overdue": 0,
+            }
+        return actors[name]
+
+    for name in ACTOR_QUEUES:
+        actor(name)
+    for r in conn.execute(queries["stats_jobs_by_actor_status"]).fetchall():
+        a = actor(r["actor"])
+        a["counts"][r["status"]] = r["n"]
+        a["total"] += r["n"]
+    for r in conn.execute(queries["stats_mean_processing"],
+                          {"window_seconds": window_seconds}).fetchall():
+        a = actor(r["actor"])
+        a["mean_processing_seconds"] = r["mean_seconds"]
+        a["completed_in_window"] = r["n"]
+    overdue_total, overdue_oldest = 0, None
+    for r in conn.execute(queries["stats_overdue"], {
+        "unpublished_seconds": overdue_unpublished_seconds, "eta_seconds": overdue_eta_seconds,
+    }).fetchall():
+        actor(r["actor"])["overdue"] = r["n"]
+        overdue_total += r["n"]
+        oldest = r["oldest_seconds"]
+        overdue_oldest = oldest if overdue_oldest is None else max(overdue_oldest, oldest)
+    for a in actors.values():
+        done = a["counts"]["complete"] + a["counts"]["failed"]
+        a["success_rate"] = a["counts"]["complete"] / done if done else None
+
+    unclaimed = conn.execute(queries["stats_unclaimed_changes"]).fetchone() or {}
+    deliveries: dict[str, Any] = {"by_status": dict.fromkeys(DELIVERY_STATUSES, 0),
+                                  "total": 0, "ambiguous": 0}
+    for r in conn.execute(queries["stats_deliveries"]).fetchall():
+        deliveries["by_status"][r["status"]] = r["n"]
+        deliveries["total"] += r["n"]
+        deliveries["ambiguous"] += r["ambiguous"]
+    last_run = conn.execute(queries["stats_last_orchestrator_success"]).fetchone() or {}
+    return {
+        "actors": dict(sorted(actors.items())),
+        "overdue": {"total": overdue_total, "oldest_seconds": overdue_oldest,
+                    "unpublished_after_seconds": overdue_unpublished_seconds,
+                    "eta_late_by_seconds": overdue_eta_seconds},
+        "unclaimed_changes": {"count": unclaimed.get("n", 0),
+                              "oldest_seconds": unclaimed.get("oldest_seconds")},
+        "deliveries": deliveries,
+        "last_successful_orchestrator_run": last_run.get("finished_at"),
+        "processing_window_seconds": window_seconds,
+    }
