@@ -1,0 +1,406 @@
+"""Short summaries of changes: the ``Summariser`` interface, the real client and its fakes.
+
+Every summariser receives changes that are *already aliased* (``orchestrator.pii``) and
+returns text that may still contain aliases; the caller puts the real values back.
+
+``OpenAISummariser`` talks Chat Completions, so any OpenAI-compatible server works (Azure,
+vLLM, Ollama, LiteLLM). It has no tools and no agency, keeps the row data out of the
+system prompt, and treats what comes back as untrusted: URLs and email addresses are
+removed, whitespace collapsed, length capped (OWASP LLM01/LLM05/LLM06).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import openai
+
+from orchestrator.errors import HeraldError, PermanentError, TransientError
+from orchestrator.pii import EMAIL_PATTERN
+from orchestrator.prompts import SYSTEM_PROMPT, changes_message
+
+__all__ = [
+    "MAX_SUMMARY_CHARS",
+    "FakeSummariser",
+    "OfflineSummariser",
+    "OpenAISummariser",
+    "Summariser",
+    "Summary",
+    "sanitise_summary",
+    "summariser_from_settings",
+]
+
+MAX_SUMMARY_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A summary and what it cost; ``offline`` when no model wrote it."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    offline: bool = False
+
+
+class Summariser(Protocol):
+    def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
+        """Summarise changes that are ALREADY aliased; raise Transient/PermanentError."""
+        ...
+
+
+# -- output handling ------------------------------------------------------------------------
+
+# Control and invisible formatting characters (bidi overrides, zero-width) that could hide
+# or reorder text in an email; whitespace of every kind is collapsed separately.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]"
+)
+_SPACES = re.compile(r"\s+")
+# Links a mail client would make clickable: scheme URLs, www., domains with a path, and
+# bare domains on common TLDs. Linear: bounded or possessive repeats, one way to match.
+_URL = re.compile(
+    r"(?i)(?<![\w.\-])(?:"
+    r"[a-z][a-z0-9+.\-]{1,15}://\S*+"
+    r"|(?:mailto|javascript|vbscript|data|file|tel|sms):\S*+"
+    r"|www\.\S*+"
+    r"|(?:[a-z0-9][a-z0-9\-]*+\.)+[a-z]{2,63}+/\S*+"
+    r"|(?:[a-z0-9][a-z0-9\-]*+\.)+"
+    r"(?:com|net|org|info|biz|io|co|me|ly|app|dev|xyz|top|ru|cn|tk|site|online|link|click)"
+    r"(?![\w\-])"
+    r")"
+)
+
+
+def sanitise_summary(text: str, max_chars: int = MAX_SUMMARY_CHARS) -> str:
+    """Make model output safe to put in an email: one short line, no links, no addresses.
+
+    Aliases (``EMAIL_1``) survive; they are put back by the caller. An address in the
+    output was invented or injected, never ours, so it is removed, not unaliased.
+    """
+    text = text[: max_chars * 8]  # bound the work before any pattern runs
+    text = _INVISIBLE.sub("", text)
+    text = EMAIL_PATTERN.sub("[email removed]", text)
+    text = _URL.sub(_link_removed, text)
+    text = _SPACES.sub(" ", text).strip()
+    return _cap(text, max_chars)
+
+
+def _link_removed(match: re.Match[str]) -> str:
+    """Replace a link, keeping the sentence's own punctuation that the match swallowed."""
+    link = match.group(0)
+    kept = link.rstrip(".,;:!?'\"")
+    while kept.endswith(")") and kept.count(")") > kept.count("("):
+        kept = kept[:-1].rstrip(".,;:!?'\"")
+    return "[link removed]" + link[len(kept) :]
+
+
+def _cap(text: str, max_chars: int) -> str:
+    """Cut at a word boundary and end with "…" when ``text`` is longer than ``max_chars``."""
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind(" ", max_chars // 2, max_chars)
+    return text[: cut if cut > 0 else max_chars - 1].rstrip(" ,;:") + "…"
+
+
+# -- the real client ------------------------------------------------------------------------
+
+
+class OpenAISummariser:
+    """Summaries from an OpenAI-compatible Chat Completions server.
+
+    ``api_key`` / ``base_url`` default to the client's own ``OPENAI_API_KEY`` /
+    ``OPENAI_BASE_URL``. ``max_retries`` defaults to 0: Dramatiq's Retries middleware owns
+    retrying (with backoff, counted in the job ledger and metrics); client retries on top
+    would multiply attempts and hide them, and hold a worker thread for their backoff.
+    ``timeout`` bounds each connect/read/write; the actor's time limit bounds the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 20.0,
+        max_retries: int = 0,
+        max_output_tokens: int = 200,
+        client: openai.OpenAI | None = None,
+    ) -> None:
+        if not model:
+            raise PermanentError("AI model is not configured ([ai] model in herald.toml)")
+        if client is None:
+            try:
+                client = openai.OpenAI(
+                    api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+                )
+            except openai.OpenAIError as exc:
+                detail = _redact(str(exc), api_key)
+                raise PermanentError(f"AI client not configured: {detail}") from None
+        self.model = model
+        self.timeout = timeout
+        self.max_output_tokens = max_output_tokens
+        self._client = client
+        self._secret = api_key or getattr(client, "api_key", None) or None
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAISummariser(model={self.model!r}, base_url={str(self._client.base_url)!r})"
+
+    def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": changes_message(changes)},
+                ],
+                temperature=0,
+                # max_tokens, not max_completion_tokens: every compatible server knows it.
+                max_tokens=self.max_output_tokens,
+            )
+        except openai.APIError as exc:
+            raise self._error(exc) from None  # the cause may quote the key or the prompt
+        try:
+            choice = response.choices[0] if response.choices else None
+            content = choice.message.content if choice is not None else None
+            usage = response.usage
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            model = str(response.model or self.model)
+        except (AttributeError, TypeError, ValueError):
+            raise TransientError("AI returned a malformed response") from None
+        text = sanitise_summary(content) if isinstance(content, str) else ""
+        if not text:
+            reason = getattr(choice, "finish_reason", None)
+            raise TransientError(f"AI returned an empty summary (finish_reason={reason})")
+        return Summary(text, model[:100], prompt_tokens, completion_tokens)
+
+    def _error(self, exc: openai.APIError) -> HeraldError:
+        """Map a client error to retry-or-not, with a message safe to log and store."""
+        detail = _redact(_detail(exc), self._secret)
+        request_id = getattr(exc, "request_id", None)
+        if request_id:
+            detail = f"{detail} (request {_redact(str(request_id), self._secret)[:64]})"
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError(f"AI timed out after {self.timeout:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError(f"AI unreachable: {detail}")
+        if isinstance(exc, openai.RateLimitError):
+            return TransientError(f"AI rate limited (HTTP 429): {detail}")
+        if isinstance(exc, openai.InternalServerError):
+            return TransientError(f"AI server error (HTTP {exc.status_code}): {detail}")
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return PermanentError(f"AI refused our credentials (HTTP {exc.status_code}): {detail}")
+        if isinstance(exc, openai.BadRequestError | openai.NotFoundError):
+            return PermanentError(f"AI rejected the request (HTTP {exc.status_code}): {detail}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status in (408, 409) or status >= 500:
+                return TransientError(f"AI error (HTTP {status}): {detail}")
+            return PermanentError(f"AI rejected the request (HTTP {status}): {detail}")
+        return TransientError(f"AI error: {detail}")  # e.g. a malformed response body
+
+
+def _detail(exc: openai.APIError) -> str:
+    """The server's own message when it sent one, else the client's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, Mapping) else None
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "message", "") or exc.__class__.__name__)
+
+
+_TOKENS = re.compile(r"(?i)(?:\bsk-[\w\-*]{6,}+|\bbearer\s++\S++)")  # key-shaped, whoever's
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """One short line with no key in it: not ours, and nothing that looks like one."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "[redacted]")
+    text = _TOKENS.sub("[redacted]", text[:2000])
+    return _SPACES.sub(" ", text).strip()[:300]
+
+
+# -- no model -------------------------------------------------------------------------------
+
+_LABELS = ("title", "name", "subject", "label", "summary", "description", "status")
+_QUIET = frozenset({"id", "created_at", "updated_at", "modified_at", "inserted_at", "version"})
+_MAX_VALUE = 40
+_MAX_FIELDS = 3
+
+
+class OfflineSummariser:
+    """Describes changes in plain words without a model.
+
+    Used by the demo, when AI is disabled, or when no key is configured. Deterministic and
+    bounded: at most three changes and three fields each are described, values are cut.
+    """
+
+    model = "offline"
+
+    def __init__(self, *, max_chars: int = MAX_SUMMARY_CHARS, max_changes: int = 3) -> None:
+        self.max_chars = max_chars
+        self.max_changes = max_changes
+
+    def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
+        shown = [_describe(c) for c in changes[: self.max_changes]]
+        rest = changes[self.max_changes :]
+        if rest:
+            shown.append(_describe_rest(rest))
+        text = " ".join(shown) if shown else "No changes."
+        return Summary(_cap(text, self.max_chars), self.model, offline=True)
+
+
+def _describe(change: Mapping[str, Any]) -> str:
+    table = _plain(change.get("table") or change.get("table_name") or "a table", 63)
+    op = str(change.get("operation") or "").upper()
+    old = _row(change.get("old_row"))
+    new = _row(change.get("new_row"))
+    key = _key(change.get("key", change.get("row_pk")), new or old)
+    where = f"{table} ({key})" if key else table
+    if op == "INSERT":
+        shown = _highlights(new)
+        return f"A new row was added to {where}" + (f" with {shown}." if shown else ".")
+    if op == "DELETE":
+        return f"A row was deleted from {where}."
+    if op == "TRUNCATE":
+        return f"All rows were deleted from {table}."
+    if op == "UPDATE":
+        if not old or not new:
+            return f"A row in {where} was updated."
+        changed = [k for k in new if k not in old or old[k] != new[k]]
+        changed += [k for k in old if k not in new]
+        if not changed:
+            return f"A row in {where} was updated with no visible changes."
+        changed.sort(key=lambda k: str(k) in _QUIET)  # stable: timestamps and ids last
+        parts = [
+            f"{_plain(k, _MAX_VALUE)}{' changed' if n == 0 else ''} from {_value(old.get(k))}"
+            f" to {_value(new.get(k))}"
+            for n, k in enumerate(changed[:_MAX_FIELDS])
+        ]
+        more = len(changed) - _MAX_FIELDS
+        if more > 0:
+            parts.append(f"{more} other field{'s' if more > 1 else ''} changed")
+        return f"In {where}, {_join(parts)}."
+    return f"A {_plain(op.lower() or 'change', 20)} happened in {where}."
+
+
+def _row(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _describe_rest(rest: Sequence[Mapping[str, Any]]) -> str:
+    words = {"INSERT": "added", "UPDATE": "updated", "DELETE": "deleted"}
+    counts = Counter(words.get(str(c.get("operation", "")).upper(), "changed") for c in rest)
+    detail = _join([f"{n} {verb}" for verb, n in counts.items()])
+    return f"And {len(rest)} more change{'s' if len(rest) > 1 else ''} ({detail})."
+
+
+def _key(key: Any, row: Mapping[str, Any]) -> str:
+    if isinstance(key, Mapping) and key:
+        return ", ".join(f"{_plain(k, 30)}={_value(v)}" for k, v in list(key.items())[:3])
+    if key not in (None, "", {}):
+        return f"key {_value(key)}"
+    return f"id={_value(row['id'])}" if "id" in row else ""
+
+
+def _highlights(row: Mapping[str, Any]) -> str:
+    names = [k for k in _LABELS if row.get(k) not in (None, "")][:2]
+    if not names:
+        names = [k for k in row if str(k) not in _QUIET and row[k] not in (None, "")][:2]
+    return _join([f"{_plain(k, _MAX_VALUE)} {_value(row[k])}" for k in names])
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _plain(value, _MAX_VALUE)
+    if isinstance(value, str):
+        return f"'{_plain(value, _MAX_VALUE)}'"
+    return _plain(json.dumps(value, ensure_ascii=False, default=str), _MAX_VALUE)
+
+
+def _plain(value: Any, limit: int) -> str:
+    """One line of at most ``limit`` characters (values come from rows: untrusted)."""
+    text = _INVISIBLE.sub("", str(value)[: limit * 4])
+    text = _SPACES.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _join(parts: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+# -- for tests ------------------------------------------------------------------------------
+
+
+class FakeSummariser:
+    """Records every call in ``.calls`` and returns ``text``; can be told to raise.
+
+    ``error`` (if set) is raised on every call; ``fail_next(error, times)`` raises it for
+    the next ``times`` calls only, then the fake succeeds again.
+    """
+
+    def __init__(
+        self,
+        text: str = "A record changed.",
+        *,
+        model: str = "fake",
+        error: BaseException | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        self.text = text
+        self.model = model
+        self.error = error
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.calls: list[list[Mapping[str, Any]]] = []
+        self._failures: list[BaseException] = []
+
+    def fail_next(self, error: BaseException, times: int = 1) -> None:
+        self._failures.extend([error] * times)
+
+    def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
+        self.calls.append(copy.deepcopy(list(changes)))
+        if self._failures:
+            raise self._failures.pop(0)
+        if self.error is not None:
+            raise self.error
+        return Summary(self.text, self.model, self.prompt_tokens, self.completion_tokens)
+
+
+def summariser_from_settings(
+    *,
+    enabled: bool,
+    model: str,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float,
+    max_retries: int,
+) -> Summariser:
+    """The real summariser when AI is enabled and a key is set, else the offline one."""
+    if enabled and api_key:
+        return OpenAISummariser(
+            model=model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+    return OfflineSummariser()
