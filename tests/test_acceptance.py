@@ -1,0 +1,187 @@
+"""Herald for real: `dramatiq actors` and `herald orchestrate` as subprocesses, on a real
+RabbitMQ, PostgreSQL, SMTP server and OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import sql
+from tests.services import free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+
+HERALD_TOML = """
+[mail]
+from = "Herald <herald@example.com>"
+
+[ai]
+enabled = true
+model = "test-model"
+pii_fields = ["email", "phone", "first_name", "last_name"]
+timeout_seconds = 5
+
+[retries.enrich]
+min_backoff_ms = 200
+max_backoff_ms = 1000
+
+[retries.send_email]
+min_backoff_ms = 200
+max_backoff_ms = 1000
+
+[[routes]]
+name = "new-members"
+table = "members"
+operations = ["INSERT"]
+recipients = ["ops@example.com"]
+ai = true
+
+[[routes]]
+name = "classes"
+table = "classes"
+operations = ["UPDATE"]
+recipients = ["a@example.com", "b@example.com"]
+"""
+
+
+@pytest.fixture
+def herald_env(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path):
+    config = tmp_path / "herald.toml"
+    config.write_text(HERALD_TOML)
+    openai_server.reply = lambda request: "Summary: a new member joined the studio."
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "OPENAI_"))},
+        "HERALD_DATABASE_URL": herald_db,
+        "HERALD_BROKER_URL": rabbitmq_url,
+        "HERALD_SMTP_URL": smtp_server.url,
+        "HERALD_CONFIG": str(config),
+        "HERALD_METRICS_PORT": str(free_port()),
+        "OPENAI_API_KEY": "sk-test-canary-key",
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Worker:
+    """`dramatiq actors` in its own process group, so SIGKILL takes every process."""
+
+    def __init__(self, env, log: Path, threads: int = 4) -> None:
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "actors", "--processes", "1",
+             "--threads", str(threads)],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def orchestrate(env) -> str:
+    done = subprocess.run(["herald", "orchestrate"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def make_changes(url, members=20, class_updates=10):
+    sql(url, "INSERT INTO members (first_name, last_name, email, phone, note) "
+             "SELECT 'Ann' || i, 'Lee' || i, 'ann' || i || '@example.org', "
+             "'+44 20 7946 ' || lpad(i::text, 4, '0'), 'reach me at ann' || i || '@home.example' "
+             "FROM generate_series(1, %s) AS i", (members,))
+    sql(url, "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+             "FROM generate_series(1, %s) AS i", (class_updates,))
+    sql(url, "UPDATE classes SET seats = seats + 1")
+    sql(url, "DELETE FROM classes WHERE id = 1")  # no DELETE route: nothing sent
+
+
+def test_changes_become_exactly_one_email_per_recipient(
+    herald_env, herald_db, smtp_server, openai_server, tmp_path
+):
+    make_changes(herald_db)
+    worker = Worker(herald_env, tmp_path / "worker.log")
+    try:
+        orchestrate(herald_env)
+        received = smtp_server.wait_for(40, timeout=90)
+        time.sleep(1.0)  # anything beyond 40 would be a duplicate: give it a moment to show
+        received = smtp_server.messages
+    finally:
+        worker.stop()
+
+    assert len(received) == 40
+    assert len({m.message_id for m in received}) == 40
+    per_recipient = Counter(r for m in received for r in m.rcpt_tos)
+    assert per_recipient == {"ops@example.com": 20, "a@example.com": 10, "b@example.com": 10}
+
+    member_emails = [m for m in received if m.rcpt_tos == ["ops@example.com"]]
+    for m in member_emails:
+        body = m.message.get_body(("plain",)).get_content()
+        assert "a new member joined the studio" in body
+        assert m.message["X-Herald-Change-Id"]
+
+    # No request to the AI carries a pii_fields value, an email address or a phone number.
+    assert len(openai_server.requests) == 20
+    sent_to_ai = repr(openai_server.requests)
+    for i in range(1, 21):
+        for value in (f"Ann{i}'", f"Lee{i}'", f"ann{i}@example.org", f"ann{i}@home.example",
+                      f"7946 {i:04d}"):
+            assert value not in sent_to_ai
+
+    deliveries = sql(herald_db, "SELECT status, count(*) AS n FROM herald.deliveries GROUP BY 1")
+    assert deliveries == [{"status": "sent", "n": 40}]
+    assert sql(herald_db, "SELECT DISTINCT status FROM herald.jobs") == [{"status": "complete"}]
+
+
+def test_killing_the_worker_mid_batch_loses_nothing_and_never_changes_a_message_id(
+    herald_env, herald_db, smtp_server, tmp_path
+):
+    sql(herald_db, "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+                   "FROM generate_series(1, 150) AS i")
+    sql(herald_db, "UPDATE classes SET seats = seats + 1")  # 150 changes x 2 recipients
+    expected = 300
+    worker = Worker(herald_env, tmp_path / "worker.log", threads=8)
+    try:
+        orchestrate(herald_env)
+        wait_until(lambda: len(smtp_server.messages) >= 60, timeout=60)
+        worker.kill()
+        killed_at = len(smtp_server.messages)
+        worker = Worker(herald_env, tmp_path / "worker.log", threads=8)
+        wait_until(
+            lambda: sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries "
+                                   "WHERE status = 'sent'")[0]["n"] == expected,
+            timeout=120,
+        )
+        time.sleep(1.0)
+    finally:
+        worker.stop()
+
+    received = smtp_server.messages
+    by_id = Counter(m.message_id for m in received)
+    expected_ids = {r["message_id_header"] for r in sql(
+        herald_db, "SELECT message_id_header FROM herald.deliveries")}
+    ambiguous = sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries WHERE ambiguous")[0]["n"]
+    duplicated = sum(n - 1 for n in by_id.values() if n > 1)
+    print(f"\nSIGKILL after {killed_at} emails: ok={len(by_id)} lost={expected - len(by_id)} "
+          f"duplicated={duplicated} (ambiguous deliveries={ambiguous}) "
+          f"unexpected={len(set(by_id) - expected_ids)}")
+    assert set(by_id) == expected_ids and len(expected_ids) == expected  # nothing lost
+    assert duplicated <= ambiguous  # a duplicate only where the ledger says "ambiguous"
