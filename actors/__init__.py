@@ -5,7 +5,7 @@ imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
 `actors.enrich.enrich`, `actors.email.send_email`.
 """
 
-from actors.broker import broker  # must come first: the actors below register with it
 from actors import email, enrich, orchestrate  # noqa: E402, I001
+from actors.broker import broker  # must come first: the actors below register with it
 
 __all__ = ["broker", "email", "enrich", "orchestrate"]

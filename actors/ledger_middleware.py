@@ -58,8 +58,11 @@ class Ledger(Middleware):
             return
         job_id = job_id_of(message)
         if job_id is None:
-            logger.error("Rejecting malformed %s message %s: expected one job id",
-                         message.actor_name, message.message_id)
+            logger.error(
+                "Rejecting malformed %s message %s: expected one job id",
+                message.actor_name,
+                message.message_id,
+            )
             message.fail()
             raise SkipMessage("malformed message")
         with self.pool().connection() as conn:
@@ -69,7 +72,11 @@ class Ledger(Middleware):
             raise SkipMessage(f"job {job_id} is {status}")
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
         if not self._is_ledger(broker, message):

@@ -22,7 +22,12 @@ def orchestrate() -> None:
     logger.info(
         "Orchestrated %d changes in %d batches: %d routed, %d skipped, %d failed; "
         "%d jobs published, %d republished%s",
-        report.claimed, report.batches, report.routed, report.skipped, report.failed,
-        report.published, report.republished,
+        report.claimed,
+        report.batches,
+        report.routed,
+        report.skipped,
+        report.failed,
+        report.published,
+        report.republished,
         " (another orchestrator holds the lock)" if report.locked_out else "",
     )

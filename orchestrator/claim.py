@@ -19,9 +19,7 @@ def claim_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
     return sorted((Change.from_row(r) for r in rows), key=lambda c: c.id)
 
 
-def set_outcomes(
-    conn: psycopg.Connection, outcomes: list[tuple[int, str, str | None]]
-) -> None:
+def set_outcomes(conn: psycopg.Connection, outcomes: list[tuple[int, str, str | None]]) -> None:
     """Record (change id, outcome, error) for a batch in one statement."""
     if not outcomes:
         return

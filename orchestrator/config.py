@@ -82,7 +82,9 @@ class Route:
         operations = tuple(str(op).upper() for op in raw.get("operations", OPERATIONS))
         for op in operations:
             if op not in OPERATIONS:
-                raise ConfigError(f"{where}: unknown operation {op!r} (use {', '.join(OPERATIONS)})")
+                raise ConfigError(
+                    f"{where}: unknown operation {op!r} (use {', '.join(OPERATIONS)})"
+                )
         recipients = raw.get("recipients", [])
         if not isinstance(recipients, list):
             raise ConfigError(f"{where}: recipients must be a list of email addresses")
@@ -100,8 +102,12 @@ class Route:
         if not isinstance(debounce, int) or debounce < 0:
             raise ConfigError(f"{where}: debounce_seconds must be a non-negative integer")
         debounce_max = raw.get("debounce_max_seconds")
-        if debounce_max is not None and (not isinstance(debounce_max, int) or debounce_max < debounce):
-            raise ConfigError(f"{where}: debounce_max_seconds must be an integer >= debounce_seconds")
+        if debounce_max is not None and (
+            not isinstance(debounce_max, int) or debounce_max < debounce
+        ):
+            raise ConfigError(
+                f"{where}: debounce_max_seconds must be an integer >= debounce_seconds"
+            )
         table = str(raw.get("table", "*") or "*")
         return cls(
             name=name,
@@ -139,14 +145,18 @@ class RetryPolicy:
 
 #: Defaults per actor; `[retries.<actor>]` in herald.toml overrides any field.
 DEFAULT_RETRIES = {
-    "orchestrate": RetryPolicy(max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000,
-                               time_limit_ms=150_000),
-    "enrich": RetryPolicy(max_retries=5, min_backoff_ms=5_000, max_backoff_ms=120_000,
-                          time_limit_ms=60_000),
-    "send_email": RetryPolicy(max_retries=8, min_backoff_ms=5_000, max_backoff_ms=300_000,
-                              time_limit_ms=60_000),
-    "sweep": RetryPolicy(max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000,
-                         time_limit_ms=60_000),
+    "orchestrate": RetryPolicy(
+        max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000, time_limit_ms=150_000
+    ),
+    "enrich": RetryPolicy(
+        max_retries=5, min_backoff_ms=5_000, max_backoff_ms=120_000, time_limit_ms=60_000
+    ),
+    "send_email": RetryPolicy(
+        max_retries=8, min_backoff_ms=5_000, max_backoff_ms=300_000, time_limit_ms=60_000
+    ),
+    "sweep": RetryPolicy(
+        max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000, time_limit_ms=60_000
+    ),
 }
 MAX_BACKOFF_CEILING_MS = 15 * 60 * 1000
 

@@ -70,8 +70,12 @@ def send_notification_email(
         rendered = render_notification(
             [
                 ChangeView(
-                    change_id=c.id, table=c.table_name, operation=c.operation,
-                    row_pk=c.row_pk or {}, old_row=c.old_row, new_row=c.new_row,
+                    change_id=c.id,
+                    table=c.table_name,
+                    operation=c.operation,
+                    row_pk=c.row_pk or {},
+                    old_row=c.old_row,
+                    new_row=c.new_row,
                     changed_at=c.changed_at,
                 )
                 for c in changes
@@ -92,17 +96,22 @@ def send_notification_email(
         got = conn.execute(queries["try_delivery_lock"], {"key": key}).fetchone()
         conn.commit()
         if not got or not got["locked"]:
-            raise TransientError(f"delivery to notification {notification['id']} is being sent elsewhere")
+            raise TransientError(
+                f"delivery to notification {notification['id']} is being sent elsewhere"
+            )
         try:
-            return _claim_and_send(conn, job_id, notification["id"], recipient, message_id,
-                                   message, settings, mailer)
+            return _claim_and_send(
+                conn, job_id, notification["id"], recipient, message_id, message, settings, mailer
+            )
         finally:
             conn.rollback()
             conn.execute(queries["release_delivery_lock"], {"key": key})
             conn.commit()
 
 
-def _claim_and_send(conn, job_id, notification_id, recipient, message_id, message, settings, mailer):
+def _claim_and_send(
+    conn, job_id, notification_id, recipient, message_id, message, settings, mailer
+):
     with conn.transaction():
         params = {"notification_id": notification_id, "recipient": recipient}
         row = conn.execute(
@@ -120,12 +129,17 @@ def _claim_and_send(conn, job_id, notification_id, recipient, message_id, messag
             if ambiguous:
                 logger.warning(
                     "Delivery %d was left 'sending' by a worker that died; sending again with "
-                    "the same Message-ID (ambiguous)", existing["id"],
+                    "the same Message-ID (ambiguous)",
+                    existing["id"],
                 )
         else:
             ambiguous = False
     try:
-        mailer.send(message, from_addr=_envelope_from(settings.mail_from), to_addrs=[parseaddr(recipient)[1]])
+        mailer.send(
+            message,
+            from_addr=_envelope_from(settings.mail_from),
+            to_addrs=[parseaddr(recipient)[1]],
+        )
     except TransientError as exc:
         with conn.transaction():
             conn.execute(queries["delivery_released"], {"id": row["id"], "error": str(exc)})

@@ -84,7 +84,9 @@ def enrich(
                 raise
             status, error = "unavailable", str(exc)
         if error:
-            logger.warning("Notification %d goes out without a summary: %s", notification["id"], error)
+            logger.warning(
+                "Notification %d goes out without a summary: %s", notification["id"], error
+            )
 
     with pool.connection() as conn, conn.transaction():
         current = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
@@ -107,8 +109,13 @@ def enrich(
         refs = ledger.write_jobs(
             conn,
             [
-                NewJob("send_email", notification["id"], job["change_id"], recipient,
-                       notification["priority"])
+                NewJob(
+                    "send_email",
+                    notification["id"],
+                    job["change_id"],
+                    recipient,
+                    notification["priority"],
+                )
                 for recipient in notification["recipients"]
             ],
         )

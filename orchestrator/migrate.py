@@ -14,8 +14,10 @@ def applied(conn: psycopg.Connection) -> set[str]:
     row = conn.execute("SELECT to_regclass('herald.migrations') AS t").fetchone()
     if not row or list(row.values() if isinstance(row, dict) else row)[0] is None:
         return set()
-    return {r[0] if not isinstance(r, dict) else r["name"]
-            for r in conn.execute("SELECT name FROM herald.migrations")}
+    return {
+        r[0] if not isinstance(r, dict) else r["name"]
+        for r in conn.execute("SELECT name FROM herald.migrations")
+    }
 
 
 def upgrade(conn: psycopg.Connection) -> list[str]:

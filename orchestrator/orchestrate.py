@@ -55,7 +55,9 @@ class Planned:
     route: Route
 
 
-def plan(changes: list[Change], settings: Settings) -> tuple[list[Planned], list[tuple[int, str, str | None]]]:
+def plan(
+    changes: list[Change], settings: Settings
+) -> tuple[list[Planned], list[tuple[int, str, str | None]]]:
     """Route each change; return what to notify and every change's outcome."""
     planned: list[Planned] = []
     outcomes: list[tuple[int, str, str | None]] = []
@@ -115,7 +117,10 @@ def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[New
 
 
 def run_batch(pool: ConnectionPool, settings: Settings, publish: Publish, report: RunReport) -> int:
-    """Claim, route and write one batch; publish after commit. Returns changes claimed, -1 if locked."""
+    """Claim, route and write one batch; publish after commit.
+
+    Returns how many changes were claimed, or -1 when another orchestrator holds the lock.
+    """
     with pool.connection() as conn:
         with conn.transaction():
             locked = conn.execute(
@@ -175,10 +180,16 @@ def run_orchestrator(
             conn.execute(
                 queries["finish_run"],
                 {
-                    "id": run_id, "status": status, "error": error,
-                    "batches": report.batches, "claimed": report.claimed,
-                    "routed": report.routed, "skipped": report.skipped, "failed": report.failed,
-                    "published": report.published, "republished": report.republished,
+                    "id": run_id,
+                    "status": status,
+                    "error": error,
+                    "batches": report.batches,
+                    "claimed": report.claimed,
+                    "routed": report.routed,
+                    "skipped": report.skipped,
+                    "failed": report.failed,
+                    "published": report.published,
+                    "republished": report.republished,
                 },
             )
     return report

@@ -18,4 +18,6 @@ def track(conn: psycopg.Connection, table: str) -> None:
     except psycopg.errors.InvalidTableDefinition as exc:
         raise PermanentError(str(exc.diag.message_primary)) from None
     except psycopg.errors.InvalidSchemaName:
-        raise PermanentError("the herald schema is missing: run `herald db upgrade` first") from None
+        raise PermanentError(
+            "the herald schema is missing: run `herald db upgrade` first"
+        ) from None

@@ -30,7 +30,9 @@ def herald_db(database_url: str) -> str:
 
 @pytest.fixture
 def pool(herald_db: str) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(herald_db, min_size=1, max_size=8, kwargs={"row_factory": dict_row}, open=True)
+    p = ConnectionPool(
+        herald_db, min_size=1, max_size=8, kwargs={"row_factory": dict_row}, open=True
+    )
     yield p
     p.close()
 

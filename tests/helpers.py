@@ -14,13 +14,26 @@ from orchestrator.ledger import JobRef
 
 ROUTES: dict[str, Any] = {
     "mail": {"from": "Herald <herald@example.com>"},
-    "ai": {"enabled": True, "model": "test-model",
-           "pii_fields": ["email", "phone", "first_name", "last_name"]},
+    "ai": {
+        "enabled": True,
+        "model": "test-model",
+        "pii_fields": ["email", "phone", "first_name", "last_name"],
+    },
     "routes": [
-        {"name": "new-members", "table": "members", "operations": ["INSERT"],
-         "recipients": ["ops@example.com"], "ai": True},
-        {"name": "classes", "table": "classes", "operations": ["UPDATE"],
-         "recipients": ["a@example.com", "b@example.com"], "ai": False},
+        {
+            "name": "new-members",
+            "table": "members",
+            "operations": ["INSERT"],
+            "recipients": ["ops@example.com"],
+            "ai": True,
+        },
+        {
+            "name": "classes",
+            "table": "classes",
+            "operations": ["UPDATE"],
+            "recipients": ["a@example.com", "b@example.com"],
+            "ai": False,
+        },
     ],
 }
 
@@ -40,12 +53,15 @@ def sql(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
 
 def create_app_tables(url: str) -> None:
     """The sample application: members (with PII) and classes, both tracked."""
-    sql(url, """
+    sql(
+        url,
+        """
         CREATE TABLE members (id serial PRIMARY KEY, first_name text, last_name text,
                               email text, phone text, note text);
         CREATE TABLE classes (id serial PRIMARY KEY, title text, seats int, status text);
         SELECT herald.track('members'); SELECT herald.track('classes');
-    """)
+    """,
+    )
 
 
 class RecordingPublisher:

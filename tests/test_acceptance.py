@@ -77,9 +77,21 @@ class Worker:
     def __init__(self, env, log: Path, threads: int = 4) -> None:
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", "1",
-             "--threads", str(threads)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "actors",
+                "--processes",
+                "1",
+                "--threads",
+                str(threads),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
@@ -97,19 +109,33 @@ class Worker:
 
 
 def orchestrate(env) -> str:
-    done = subprocess.run(["herald", "orchestrate"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "orchestrate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def make_changes(url, members=20, class_updates=10):
-    sql(url, "INSERT INTO members (first_name, last_name, email, phone, note) "
-             "SELECT 'Ann' || i, 'Lee' || i, 'ann' || i || '@example.org', "
-             "'+44 20 7946 ' || lpad(i::text, 4, '0'), 'reach me at ann' || i || '@home.example' "
-             "FROM generate_series(1, %s) AS i", (members,))
-    sql(url, "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
-             "FROM generate_series(1, %s) AS i", (class_updates,))
+    sql(
+        url,
+        "INSERT INTO members (first_name, last_name, email, phone, note) "
+        "SELECT 'Ann' || i, 'Lee' || i, 'ann' || i || '@example.org', "
+        "'+44 20 7946 ' || lpad(i::text, 4, '0'), 'reach me at ann' || i || '@home.example' "
+        "FROM generate_series(1, %s) AS i",
+        (members,),
+    )
+    sql(
+        url,
+        "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+        "FROM generate_series(1, %s) AS i",
+        (class_updates,),
+    )
     sql(url, "UPDATE classes SET seats = seats + 1")
     sql(url, "DELETE FROM classes WHERE id = 1")  # no DELETE route: nothing sent
 
@@ -142,8 +168,13 @@ def test_changes_become_exactly_one_email_per_recipient(
     assert len(openai_server.requests) == 20
     sent_to_ai = repr(openai_server.requests)
     for i in range(1, 21):
-        for value in (f"Ann{i}'", f"Lee{i}'", f"ann{i}@example.org", f"ann{i}@home.example",
-                      f"7946 {i:04d}"):
+        for value in (
+            f"Ann{i}'",
+            f"Lee{i}'",
+            f"ann{i}@example.org",
+            f"ann{i}@home.example",
+            f"7946 {i:04d}",
+        ):
             assert value not in sent_to_ai
 
     deliveries = sql(herald_db, "SELECT status, count(*) AS n FROM herald.deliveries GROUP BY 1")
@@ -154,8 +185,11 @@ def test_changes_become_exactly_one_email_per_recipient(
 def test_killing_the_worker_mid_batch_loses_nothing_and_never_changes_a_message_id(
     herald_env, herald_db, smtp_server, tmp_path
 ):
-    sql(herald_db, "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
-                   "FROM generate_series(1, 150) AS i")
+    sql(
+        herald_db,
+        "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+        "FROM generate_series(1, 150) AS i",
+    )
     sql(herald_db, "UPDATE classes SET seats = seats + 1")  # 150 changes x 2 recipients
     expected = 300
     worker = Worker(herald_env, tmp_path / "worker.log", threads=8)
@@ -166,8 +200,12 @@ def test_killing_the_worker_mid_batch_loses_nothing_and_never_changes_a_message_
         killed_at = len(smtp_server.messages)
         worker = Worker(herald_env, tmp_path / "worker.log", threads=8)
         wait_until(
-            lambda: sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries "
-                                   "WHERE status = 'sent'")[0]["n"] == expected,
+            lambda: (
+                sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries WHERE status = 'sent'")[
+                    0
+                ]["n"]
+                == expected
+            ),
             timeout=120,
         )
         time.sleep(1.0)
@@ -176,12 +214,18 @@ def test_killing_the_worker_mid_batch_loses_nothing_and_never_changes_a_message_
 
     received = smtp_server.messages
     by_id = Counter(m.message_id for m in received)
-    expected_ids = {r["message_id_header"] for r in sql(
-        herald_db, "SELECT message_id_header FROM herald.deliveries")}
-    ambiguous = sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries WHERE ambiguous")[0]["n"]
+    expected_ids = {
+        r["message_id_header"]
+        for r in sql(herald_db, "SELECT message_id_header FROM herald.deliveries")
+    }
+    ambiguous = sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries WHERE ambiguous")[0][
+        "n"
+    ]
     duplicated = sum(n - 1 for n in by_id.values() if n > 1)
-    print(f"\nSIGKILL after {killed_at} emails: ok={len(by_id)} lost={expected - len(by_id)} "
-          f"duplicated={duplicated} (ambiguous deliveries={ambiguous}) "
-          f"unexpected={len(set(by_id) - expected_ids)}")
+    print(
+        f"\nSIGKILL after {killed_at} emails: ok={len(by_id)} lost={expected - len(by_id)} "
+        f"duplicated={duplicated} (ambiguous deliveries={ambiguous}) "
+        f"unexpected={len(set(by_id) - expected_ids)}"
+    )
     assert set(by_id) == expected_ids and len(expected_ids) == expected  # nothing lost
     assert duplicated <= ambiguous  # a duplicate only where the ledger says "ambiguous"

@@ -14,10 +14,23 @@ def settings(raw, **env):
 
 
 def test_routes_are_read_in_order_with_their_options():
-    s = settings({"routes": [
-        {"table": "classes", "recipients": ["ops@example.com"], "ai": True, "priority": "urgent"},
-        {"table": "*", "operations": ["delete"], "recipients": ["Audit <audit@example.com>"]},
-    ]})
+    s = settings(
+        {
+            "routes": [
+                {
+                    "table": "classes",
+                    "recipients": ["ops@example.com"],
+                    "ai": True,
+                    "priority": "urgent",
+                },
+                {
+                    "table": "*",
+                    "operations": ["delete"],
+                    "recipients": ["Audit <audit@example.com>"],
+                },
+            ]
+        }
+    )
     assert [r.table for r in s.routes] == ["classes", "*"]
     assert s.routes[0].ai and s.routes[0].priority == "urgent"
     assert s.routes[1].operations == ("DELETE",)
@@ -61,9 +74,18 @@ def test_a_backoff_longer_than_rabbitmqs_consumer_timeout_is_refused():
 
 
 def test_environment_variables_configure_the_services():
-    s = settings({}, HERALD_DATABASE_URL="postgresql://db/x", HERALD_BROKER_URL="amqp://mq",
-                 HERALD_SMTP_URL="smtp://mail:25", HERALD_MAIL_FROM="Ops <ops@example.com>",
-                 HERALD_METRICS_PORT="9300")
+    s = settings(
+        {},
+        HERALD_DATABASE_URL="postgresql://db/x",
+        HERALD_BROKER_URL="amqp://mq",
+        HERALD_SMTP_URL="smtp://mail:25",
+        HERALD_MAIL_FROM="Ops <ops@example.com>",
+        HERALD_METRICS_PORT="9300",
+    )
     assert (s.database_url, s.broker_url, s.smtp_url, s.metrics_port) == (
-        "postgresql://db/x", "amqp://mq", "smtp://mail:25", 9300)
+        "postgresql://db/x",
+        "amqp://mq",
+        "smtp://mail:25",
+        9300,
+    )
     assert s.mail_domain == "example.com"

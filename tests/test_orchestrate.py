@@ -16,12 +16,20 @@ def orchestrate(pool, url, publisher=None, **toml):
 
 
 def test_inserts_on_an_ai_route_become_enrich_jobs(herald_db, pool):
-    sql(herald_db, "INSERT INTO members (first_name, email) SELECT 'Ann', 'ann@example.org' "
-                   "FROM generate_series(1, 3)")
+    sql(
+        herald_db,
+        "INSERT INTO members (first_name, email) SELECT 'Ann', 'ann@example.org' "
+        "FROM generate_series(1, 3)",
+    )
     report, published = orchestrate(pool, herald_db)
     assert (report.claimed, report.routed) == (3, 3)
     assert [r.actor for r in published.refs] == ["enrich"] * 3
-    assert sql(herald_db, "SELECT count(*) AS n FROM herald.jobs WHERE published_at IS NOT NULL")[0]["n"] == 3
+    assert (
+        sql(herald_db, "SELECT count(*) AS n FROM herald.jobs WHERE published_at IS NOT NULL")[0][
+            "n"
+        ]
+        == 3
+    )
 
 
 def test_updates_on_a_plain_route_become_one_email_job_per_recipient(herald_db, pool):
@@ -77,15 +85,20 @@ def test_five_orchestrators_at_once_never_claim_the_same_change_twice(herald_db,
     sql(herald_db, "INSERT INTO members (first_name) SELECT 'x' FROM generate_series(1, 500)")
     publisher = RecordingPublisher()
     settings = make_settings(herald_db)
-    threads = [threading.Thread(target=run_orchestrator, args=(pool, settings, publisher))
-               for _ in range(5)]
+    threads = [
+        threading.Thread(target=run_orchestrator, args=(pool, settings, publisher))
+        for _ in range(5)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     run_orchestrator(pool, settings, publisher)  # whoever was locked out: drain the rest
-    per_change = sql(herald_db, "SELECT change_ids[1] AS c, count(*) AS n FROM herald.notifications "
-                                "GROUP BY 1 HAVING count(*) > 1")
+    per_change = sql(
+        herald_db,
+        "SELECT change_ids[1] AS c, count(*) AS n FROM herald.notifications "
+        "GROUP BY 1 HAVING count(*) > 1",
+    )
     assert per_change == []
     assert len(publisher.refs) == 500
     assert len({r.id for r in publisher.refs}) == 500

@@ -9,7 +9,9 @@ from tests.helpers import sql
 
 
 def deliveries(url):
-    return sql(url, "SELECT recipient, status, attempts, ambiguous FROM herald.deliveries ORDER BY id")
+    return sql(
+        url, "SELECT recipient, status, attempts, ambiguous FROM herald.deliveries ORDER BY id"
+    )
 
 
 def jobs(url, actor=None):
@@ -29,9 +31,12 @@ def test_an_insert_on_an_ai_route_is_summarised_and_emailed(herald_db, stub_pipe
 
 
 def test_the_model_never_sees_the_pii_fields_or_addresses(herald_db, stub_pipeline):
-    sql(herald_db, "INSERT INTO members (first_name, last_name, email, phone, note) VALUES "
-                   "('Ann', 'Lee', 'ann@example.org', '+44 20 7946 0958', "
-                   "'call me on 555-123-4567 or mail ann.lee@corp.example')")
+    sql(
+        herald_db,
+        "INSERT INTO members (first_name, last_name, email, phone, note) VALUES "
+        "('Ann', 'Lee', 'ann@example.org', '+44 20 7946 0958', "
+        "'call me on 555-123-4567 or mail ann.lee@corp.example')",
+    )
     stub_pipeline.orchestrate()
     seen = repr(stub_pipeline.summariser.calls)
     for secret in ("Ann", "Lee", "ann@example.org", "7946", "555-123-4567", "ann.lee@corp.example"):
@@ -42,7 +47,10 @@ def test_an_update_on_a_two_recipient_route_sends_one_email_to_each(herald_db, s
     sql(herald_db, "INSERT INTO classes (title, seats) VALUES ('Yoga', 10)")
     sql(herald_db, "UPDATE classes SET seats = 12")
     stub_pipeline.orchestrate()
-    assert sorted(s.to_addrs[0] for s in stub_pipeline.mailer.sent) == ["a@example.com", "b@example.com"]
+    assert sorted(s.to_addrs[0] for s in stub_pipeline.mailer.sent) == [
+        "a@example.com",
+        "b@example.com",
+    ]
     assert [d["status"] for d in deliveries(herald_db)] == ["sent", "sent"]
 
 
@@ -62,15 +70,17 @@ def test_a_message_seen_twice_sends_nothing_the_second_time(herald_db, stub_pipe
 
 def test_a_canceled_job_does_nothing_when_its_message_arrives(herald_db, stub_pipeline):
     from actors.publish import message_for
-    from orchestrator.ledger import JobRef
 
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
     sql(herald_db, "UPDATE classes SET seats = 12")
     published = []
     from orchestrator.orchestrate import run_orchestrator
 
-    run_orchestrator(stub_pipeline.runtime.pool, stub_pipeline.runtime.settings,
-                     lambda refs: published.extend(refs) or [r.id for r in refs])
+    run_orchestrator(
+        stub_pipeline.runtime.pool,
+        stub_pipeline.runtime.settings,
+        lambda refs: published.extend(refs) or [r.id for r in refs],
+    )
     sql(herald_db, "UPDATE herald.jobs SET status = 'canceled'")
     for ref in published:
         stub_pipeline.broker.enqueue(message_for(ref))

@@ -13,8 +13,10 @@ pytestmark = pytest.mark.usefixtures("herald_db")
 
 
 def changes(url):
-    return sql(url, "SELECT table_name, operation, row_pk, old_row, new_row "
-                    "FROM herald.change_log ORDER BY id")
+    return sql(
+        url,
+        "SELECT table_name, operation, row_pk, old_row, new_row FROM herald.change_log ORDER BY id",
+    )
 
 
 def test_insert_update_and_delete_are_recorded_with_the_primary_key(herald_db):
@@ -22,14 +24,21 @@ def test_insert_update_and_delete_are_recorded_with_the_primary_key(herald_db):
     sql(herald_db, "UPDATE classes SET seats = 12 WHERE title = 'Yoga'")
     sql(herald_db, "DELETE FROM classes WHERE title = 'Yoga'")
     ins, upd, dele = changes(herald_db)
-    assert (ins["table_name"], ins["operation"], ins["row_pk"]) == ("public.classes", "INSERT", {"id": 1})
+    assert (ins["table_name"], ins["operation"], ins["row_pk"]) == (
+        "public.classes",
+        "INSERT",
+        {"id": 1},
+    )
     assert ins["old_row"] is None and ins["new_row"]["title"] == "Yoga"
     assert upd["old_row"]["seats"] == 10 and upd["new_row"]["seats"] == 12
     assert dele["operation"] == "DELETE" and dele["new_row"] is None and dele["old_row"]["id"] == 1
 
 
 def test_a_composite_primary_key_is_recorded_whole(herald_db):
-    sql(herald_db, "CREATE TABLE bookings (member int, class int, note text, PRIMARY KEY (member, class))")
+    sql(
+        herald_db,
+        "CREATE TABLE bookings (member int, class int, note text, PRIMARY KEY (member, class))",
+    )
     with connect(herald_db) as conn:
         track(conn, "bookings")
     sql(herald_db, "INSERT INTO bookings VALUES (3, 7, 'hi')")
