@@ -57,7 +57,7 @@ class JobRef:
 Publish = Callable[[Sequence[JobRef]], Sequence[int]]
 
 
-def _ref(row: dict) -> JobRef:
+def job_ref(row: dict) -> JobRef:
     return JobRef(
         id=row["id"],
         message_id=str(row["message_id"]),
@@ -84,7 +84,7 @@ def write_jobs(conn: psycopg.Connection, jobs: Sequence[NewJob]) -> list[JobRef]
             "priorities": [PRIORITIES[j.priority] for j in jobs],
         },
     ).fetchall()
-    return sorted((_ref(r) for r in rows), key=lambda r: r.id)
+    return sorted((job_ref(r) for r in rows), key=lambda r: r.id)
 
 
 def publish_and_mark(conn: psycopg.Connection, refs: Sequence[JobRef], publish: Publish) -> int:
@@ -105,7 +105,7 @@ def republish_stale(
         rows = conn.execute(
             queries["claim_unpublished"], {"grace_seconds": grace_seconds, "limit": limit}
         ).fetchall()
-        return publish_and_mark(conn, [_ref(r) for r in rows], publish)
+        return publish_and_mark(conn, [job_ref(r) for r in rows], publish)
 
 
 # -- the middleware's side: one attempt's life ----------------------------------------------

@@ -174,3 +174,31 @@ UPDATE herald.deliveries SET status = 'failed', error = %(error)s WHERE id = %(i
 
 -- name: track_table
 SELECT herald.track(%(table)s::regclass);
+
+-- name: claim_lost_retries
+-- A failed attempt whose retry never made it back to the broker (Dramatiq acks the original
+-- even when re-enqueueing the retry fails), or whose due time passed long ago.
+SELECT id, message_id, actor, queue, priority
+  FROM herald.jobs
+ WHERE status = 'pending' AND attempts > 0
+   AND ((eta IS NULL AND started_at < clock_timestamp() - make_interval(secs => %(grace_seconds)s))
+        OR eta < clock_timestamp() - make_interval(secs => %(grace_seconds)s))
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: claim_stale_running
+-- Running far past any time limit: its worker died and the message is gone.
+UPDATE herald.jobs
+   SET status = 'pending', last_error = coalesce(last_error || '; ', '')
+                                        || 'requeued by the sweeper: its worker stopped answering'
+ WHERE id IN (SELECT id FROM herald.jobs
+               WHERE status = 'running'
+                 AND started_at < clock_timestamp() - make_interval(secs => %(stale_seconds)s)
+               ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING id, message_id, actor, queue, priority;
+
+-- name: mark_republished
+-- Due now: the sweeper looks again only if it is still not picked up a grace period later.
+UPDATE herald.jobs SET published_at = clock_timestamp(), eta = clock_timestamp()
+ WHERE id = ANY(%(ids)s::bigint[]);
