@@ -5,7 +5,9 @@ imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
 `actors.enrich.enrich`, `actors.email.send_email`, `actors.sweep.sweep`.
 """
 
-from actors import email, enrich, orchestrate, sweep  # noqa: E402, I001
+# isort: off
 from actors.broker import broker  # must come first: the actors below register with it
+from actors import email, enrich, orchestrate, sweep
+# isort: on
 
 __all__ = ["broker", "email", "enrich", "orchestrate", "sweep"]
