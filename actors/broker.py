@@ -23,6 +23,7 @@ from periodiq import PeriodiqMiddleware
 
 from actors import runtime
 from actors.ledger_middleware import Ledger
+from monitoring.prometheus import Prometheus
 
 #: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
 MAX_PRIORITY = 10
@@ -32,12 +33,17 @@ PERIODIC_SKIP_SECONDS = 30
 
 
 def middleware() -> list[Middleware]:
+    settings = runtime.settings()
     return [
         TimeLimit(),
         ShutdownNotifications(),
         CurrentMessage(),
         PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_SECONDS),
         Ledger(lambda: runtime.runtime().pool),
+        # After Ledger, before Retries: its after-hook runs once Retries has decided
+        # (message.failed), and a skip raised by Ledger or periodiq precedes its
+        # before-hook. Serves nothing for the StubBroker or when HERALD_METRICS_PORT=0.
+        Prometheus(host=settings.metrics_host, port=settings.metrics_port),
         Retries(),
     ]
 

@@ -6,10 +6,11 @@ import dramatiq
 
 from actors import runtime
 from actors.options import options_for
+from monitoring.prometheus import record_delivery
 from orchestrator.deliver import send_notification_email
 
 
 @dramatiq.actor(queue_name="email", ledger=True, **options_for("send_email"))
 def send_email(job_id: int) -> None:
     rt = runtime.runtime()
-    send_notification_email(rt.pool, rt.settings, rt.mailer, job_id)
+    record_delivery(send_notification_email(rt.pool, rt.settings, rt.mailer, job_id))

@@ -8,8 +8,10 @@ from dramatiq.middleware import CurrentMessage
 from actors import runtime
 from actors.options import options_for
 from actors.publish import publish
+from monitoring.prometheus import record_tokens
 from orchestrator import ledger
-from orchestrator.enrich import HeldForAI, enrich as enrich_service
+from orchestrator.enrich import HeldForAI
+from orchestrator.enrich import enrich as enrich_service
 
 _options = options_for("enrich")
 _max_retries = _options["max_retries"]
@@ -29,5 +31,7 @@ def enrich(job_id: int) -> None:
     outcome = enrich_service(
         rt.pool, rt.settings, rt.summariser, job_id, final_attempt=retries >= _max_retries
     )
+    if outcome.summary is not None:
+        record_tokens(outcome.summary.prompt_tokens, outcome.summary.completion_tokens)
     with rt.pool.connection() as conn:
         ledger.publish_and_mark(conn, outcome.email_jobs, publish)

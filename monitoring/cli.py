@@ -347,9 +347,53 @@ def add_stats_command(sub: argparse._SubParsersAction) -> None:
 
 
 # =============================================================================================
-# herald metrics serve (the Prometheus exporter) — to be added here
+# herald metrics serve (the Prometheus exporter)
 # =============================================================================================
 
 
+def _exporter_port() -> int:
+    """HERALD_EXPORTER_PORT, else HERALD_METRICS_PORT (each process listens on its own),
+    else 9192 (the worker's default is 9191, so both fit on one host)."""
+    import os
+
+    from monitoring.metrics import DEFAULT_EXPORTER_METRICS_PORT
+
+    for name in ("HERALD_EXPORTER_PORT", "HERALD_METRICS_PORT"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return DEFAULT_EXPORTER_METRICS_PORT
+
+
+def cmd_metrics_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from monitoring.exporter import serve
+    from monitoring.metrics import DEFAULT_METRICS_HOST
+    from orchestrator.config import load_settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = args.host or os.environ.get("HERALD_METRICS_HOST") or DEFAULT_METRICS_HOST
+    port = _exporter_port() if args.port is None else args.port
+    try:
+        serve(load_settings(), host, port,
+              ready=lambda bound: print(f"serving http://{host}:{bound}/metrics", flush=True))
+    except OSError as exc:
+        print(f"herald metrics serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_metrics_commands(sub: argparse._SubParsersAction) -> None:
-    """`herald metrics serve`: not yet registered; the exporter's command goes here."""
+    """`herald metrics serve`: the exporter of ledger gauges read from PostgreSQL."""
+    metrics = sub.add_parser("metrics", help="Prometheus metrics read from the job ledger")
+    cmds = metrics.add_subparsers(dest="metrics_command", required=True)
+    serve = cmds.add_parser(
+        "serve", help="serve ledger gauges (pending, oldest pending, backlog, ...) for Prometheus")
+    serve.add_argument("--host", help="interface to listen on "
+                       "(HERALD_METRICS_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (HERALD_EXPORTER_PORT, "
+                       "else HERALD_METRICS_PORT, else 9192); 0 picks a free one")
+    serve.set_defaults(func=cmd_metrics_serve)

@@ -4,3 +4,8 @@ from importlib import resources
 from orchestrator.sql import parse_queries
 
 queries = parse_queries(resources.files(__package__).joinpath("inspect.sql").read_text("utf-8"))
+
+#: The exporter's scrape-time queries (`herald metrics serve`), from `metrics.sql`.
+metrics_queries = parse_queries(
+    resources.files(__package__).joinpath("metrics.sql").read_text("utf-8")
+)

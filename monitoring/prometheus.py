@@ -1,0 +1,378 @@
+"""Herald's Prometheus middleware for Dramatiq workers.
+
+It replaces ``dramatiq.middleware.prometheus.Prometheus`` and avoids its traps:
+
+* **Each attempt is counted once**, in exactly one of ``herald_jobs_completed_total``
+  (no exception), ``herald_jobs_retried_total`` (exception, and Retries scheduled
+  another attempt) or ``herald_jobs_failed_total`` (exception, and the message failed:
+  retries exhausted, a ``throws`` exception or a ``retry_when`` refusal). The decision
+  is read from ``message.failed`` in ``after_process_message``, so this middleware
+  must come *before* ``Retries`` in the middleware list: after-hooks run in reverse
+  order, so Retries has decided by the time ours runs. Nothing is counted on enqueue,
+  so the ``X.DQ`` round trip of a retry is never counted twice.
+* **Labels** are ``actor`` and ``queue``, the canonical queue name (``q_name``).
+* **Skips are safe.** ``herald_jobs_running`` is only decremented for a message
+  whose ``before_process_message`` *this* middleware ran (tracked per message id),
+  so a message skipped by an earlier middleware (periodiq's stale ticks, the
+  ledger's canceled jobs) never drives it negative. Skipped messages count as
+  neither completed nor failed.
+* **Multiprocess** (``dramatiq actors --processes N``): every worker process writes
+  to ``PROMETHEUS_MULTIPROC_DIR`` (default ``<tmp>/herald-metrics/<port>``), which the
+  first process to boot while no other Herald worker uses it empties. One process
+  per machine -- whoever holds a non-blocking ``flock`` on the directory's server
+  lock -- serves the directory on ``HERALD_METRICS_HOST:HERALD_METRICS_PORT``
+  (loopback by default). The others retry the lock every few seconds, so the
+  endpoint moves to a surviving process if its holder dies. A process that shuts
+  down marks itself dead, so its ``running`` gauge disappears with it.
+* **Every series exists from the first scrape**: every known actor's label sets are
+  created at zero (``monitoring.metrics.init_worker_labels``).
+
+The exposition server only starts under the ``dramatiq`` CLI (``after_process_boot``)
+and never for Dramatiq's ``StubBroker`` (the demo, unit tests) unless ``expose=True``.
+Tests inject a ``registry``: the metrics are then created at once, in that registry,
+and no server or directory is touched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+from monitoring import metrics as catalogue
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable prometheus_client reads to pick multiprocess storage.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Directory lock held (exclusively) while a booting process decides whether to empty
+#: the metrics directory.
+SETUP_LOCK = ".herald-setup.lock"
+
+#: Held *shared* by every live worker process for its whole life. A booting process
+#: that can take it exclusively knows no other Herald worker uses the directory: the
+#: files there are a previous run's, and it empties it.
+LIVE_LOCK = ".herald-live.lock"
+
+#: Held exclusively by the one process serving the exposition endpoint.
+SERVER_LOCK = ".herald-server.lock"
+
+#: Seconds between a non-serving process's attempts to take over the endpoint.
+SERVER_RETRY_SECONDS = 5.0
+
+#: The actor whose permanent failures are failed deliveries (``herald_deliveries_total``).
+DELIVERY_ACTOR = "send_email"
+
+#: The worker metrics of this process, for :func:`record_delivery` / :func:`record_tokens`.
+_active: catalogue.WorkerMetrics | None = None
+
+
+def record_delivery(outcome: Any) -> None:
+    """Count one SMTP delivery from an ``orchestrator.deliver.DeliveryOutcome``.
+
+    ``sent`` when the server accepted it; ``ambiguous`` when it was sent again after a
+    worker died mid-send (the recipient may have it twice, same Message-ID). An
+    ``already_sent`` or ``skipped`` outcome sent nothing and is not counted. Failed
+    deliveries are counted by the middleware when a ``send_email`` job fails for good.
+    """
+    active = _active
+    if active is None or getattr(outcome, "status", None) != "sent":
+        return
+    status = "ambiguous" if getattr(outcome, "ambiguous", False) else "sent"
+    active.deliveries.labels(status=status).inc()
+
+
+def record_tokens(prompt: int | None, completion: int | None) -> None:
+    """Count AI tokens as reported by the Chat Completions ``usage``."""
+    active = _active
+    if active is None:
+        return
+    if prompt:
+        active.ai_tokens.labels(kind="prompt").inc(prompt)
+    if completion:
+        active.ai_tokens.labels(kind="completion").inc(completion)
+
+
+def default_multiproc_dir(port: int) -> str:
+    """``<system temp dir>/herald-metrics/<port>``: two worker CLIs on one machine
+    with different ports never share (or wipe) each other's files."""
+    return os.path.join(tempfile.gettempdir(), "herald-metrics", str(port))
+
+
+class Prometheus(Middleware):
+    """Exports Herald's worker metrics (see the module docstring).
+
+    Parameters:
+      host(str): Interface of the exposition server (``HERALD_METRICS_HOST``;
+        default 127.0.0.1).
+      port(int): Its port (``HERALD_METRICS_PORT``; default 9191). ``0`` disables the
+        exposition and the multiprocess metrics altogether.
+      multiproc_dir(str): Where worker processes write their values
+        (``PROMETHEUS_MULTIPROC_DIR``; default ``<tmp>/herald-metrics/<port>``).
+      registry(CollectorRegistry): Create the metrics at once in this registry, in
+        this process, and serve nothing (tests, embedding). ``None``: multiprocess
+        metrics created at process boot.
+      expose(bool): Serve the endpoint under the StubBroker too (default: only for
+        real brokers).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        multiproc_dir: str | None = None,
+        registry: Any = None,
+        expose: bool | None = None,
+    ) -> None:
+        self.host = host or os.getenv("HERALD_METRICS_HOST") or catalogue.DEFAULT_METRICS_HOST
+        if port is None:
+            port = int(os.getenv("HERALD_METRICS_PORT") or catalogue.DEFAULT_WORKER_METRICS_PORT)
+        self.port = port
+        self.multiproc_dir = multiproc_dir
+        self.expose = expose
+        self.metrics: catalogue.WorkerMetrics | None = None
+        self._starts: dict[str, float] = {}
+        self._starts_lock = threading.Lock()
+        self._lock_files: list[Any] = []
+        self._server: Any = None
+        self._server_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        if registry is not None:
+            self.metrics = catalogue.create_worker_metrics(registry)
+            catalogue.init_worker_labels(self.metrics)
+            _activate(self.metrics)
+
+    # -- boot and shutdown -----------------------------------------------------------
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        if self.metrics is not None or self.port == 0:
+            return
+        if isinstance(broker, StubBroker) and not self.expose:
+            return
+        path = Path(
+            self.multiproc_dir or os.getenv(MULTIPROC_ENV) or default_multiproc_dir(self.port)
+        )
+        self.multiproc_dir = str(path)
+        self._prepare_directory(path)
+        self.metrics = _create_multiprocess_metrics(path)
+        catalogue.init_worker_labels(self.metrics, actor_queues(broker))
+        _activate(self.metrics)
+        if not self._try_serve():
+            self._server_thread = threading.Thread(
+                target=self._serve_when_free, name="herald-metrics-standby", daemon=True
+            )
+            self._server_thread.start()
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # Actors imported after the broker (``dramatiq actors extra_module``) are known now.
+        if self.metrics is not None:
+            catalogue.init_worker_labels(self.metrics, actor_queues(broker))
+
+    def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor) -> None:
+        if self.metrics is not None:
+            catalogue.init_worker_labels(self.metrics, {actor.actor_name: q_name(actor.queue_name)})
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # After the worker threads stopped, so no in-flight attempt updates a file we drop.
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self.multiproc_dir and os.environ.get(MULTIPROC_ENV) == self.multiproc_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)
+        for handle in self._lock_files:
+            handle.close()  # releases its flock
+        self._lock_files.clear()
+
+    # -- message hooks ---------------------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        if self.metrics is None:
+            return
+        with self._starts_lock:
+            self._starts[message.message_id] = time.perf_counter()
+        self.metrics.running.labels(*_labels(message)).inc()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if self.metrics is None:
+            return
+        labels = _labels(message)
+        started = self._forget(message)
+        if started is not None:
+            self.metrics.running.labels(*labels).dec()
+            self.metrics.duration.labels(*labels).observe(time.perf_counter() - started)
+        if exception is None:
+            self.metrics.completed.labels(*labels).inc()
+        elif message.failed:
+            self.metrics.failed.labels(*labels).inc()
+            if message.actor_name == DELIVERY_ACTOR:
+                self.metrics.deliveries.labels(status="failed").inc()
+        else:
+            self.metrics.retried.labels(*labels).inc()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        # A skip raised before our before-hook ran (periodiq, the ledger) has no start
+        # recorded: running was never incremented, so it must not be decremented.
+        if self.metrics is None:
+            return
+        if self._forget(message) is not None:
+            self.metrics.running.labels(*_labels(message)).dec()
+
+    def _forget(self, message: dramatiq.Message) -> float | None:
+        with self._starts_lock:
+            return self._starts.pop(message.message_id, None)
+
+    # -- the metrics directory and the exposition server ------------------------------
+
+    def _open_lock(self, path: Path) -> Any:
+        handle = path.open("a+")
+        self._lock_files.append(handle)
+        return handle
+
+    def _prepare_directory(self, path: Path) -> None:
+        """Empty ``path`` if no other live Herald worker process uses it."""
+        path.mkdir(parents=True, exist_ok=True)
+        with (path / SETUP_LOCK).open("a+") as setup:
+            fcntl.flock(setup, fcntl.LOCK_EX)  # booting processes take turns here
+            live = self._open_lock(path / LIVE_LOCK)
+            try:
+                fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # other workers are alive: their files are current
+            else:
+                removed = _empty(path)
+                logger.debug("Emptied %s (%d files of a previous run)", path, removed)
+            # Downgrade (or take) the shared lock: we are live from now on.
+            fcntl.flock(live, fcntl.LOCK_SH)
+            fcntl.flock(setup, fcntl.LOCK_UN)
+
+    def _try_serve(self) -> bool:
+        """Take the server lock without waiting; the winner starts the endpoint."""
+        assert self.multiproc_dir is not None
+        handle = Path(self.multiproc_dir, SERVER_LOCK).open("a+")  # noqa: SIM115 - held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        try:
+            self._server = start_exposition_server(self.host, self.port, self.multiproc_dir)
+        except OSError as error:
+            handle.close()
+            logger.error("Cannot serve metrics on %s:%d: %s", self.host, self.port, error)
+            return False
+        self._lock_files.append(handle)  # held for the life of this process
+        logger.info("Serving Herald metrics on http://%s:%d/metrics", self.host, self.port)
+        return True
+
+    def _serve_when_free(self) -> None:
+        while not self._stopping.wait(SERVER_RETRY_SECONDS):
+            if self._try_serve():
+                return
+
+
+def actor_queues(broker: dramatiq.Broker) -> dict[str, str]:
+    """Actor name -> canonical queue name, for every actor declared on ``broker``."""
+    return {
+        name: q_name(broker.get_actor(name).queue_name) for name in broker.get_declared_actors()
+    }
+
+
+def _labels(message: dramatiq.Message) -> tuple[str, str]:
+    return message.actor_name, q_name(message.queue_name)
+
+
+def _activate(metrics: catalogue.WorkerMetrics) -> None:
+    global _active
+    _active = metrics
+
+
+def _empty(path: Path) -> int:
+    removed = 0
+    for file in path.glob("*.db"):
+        file.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _create_multiprocess_metrics(path: Path) -> catalogue.WorkerMetrics:
+    """Create the worker metrics with their values in ``path``'s files.
+
+    prometheus_client chooses the value storage once, when ``prometheus_client.values``
+    is first imported (``values.ValueClass``), not when a metric is created. Herald's
+    modules import prometheus_client before any boot hook runs, so after pointing
+    ``PROMETHEUS_MULTIPROC_DIR`` at ``path`` the choice is made again here.
+    """
+    os.environ[MULTIPROC_ENV] = str(path)
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+    return catalogue.create_worker_metrics(registry=None)
+
+
+class _LiveMultiProcessCollector:
+    """``MultiProcessCollector`` that first drops the ``running`` gauge files of worker
+    processes that died without shutting down (SIGKILL, OOM): their in-flight
+    attempts are not running any more."""
+
+    def __init__(self, path: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.path = path
+        self.inner = MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import multiprocess
+
+        for pid in _dead_pids(Path(self.path).glob("gauge_live*.db")):
+            multiprocess.mark_process_dead(pid, self.path)
+        return self.inner.collect()
+
+
+def _dead_pids(files: Iterable[Path]) -> set[int]:
+    dead = set()
+    for file in files:
+        try:
+            pid = int(file.stem.rsplit("_", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass  # alive, someone else's
+    return dead
+
+
+def start_exposition_server(host: str, port: int, path: str) -> Any:
+    """Serve every worker process's values in ``path`` on ``http://host:port/``."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_LiveMultiProcessCollector(path))  # type: ignore[arg-type]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

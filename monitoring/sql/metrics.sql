@@ -1,0 +1,41 @@
+-- The exporter's scrape-time reads (monitoring/exporter.py), loaded by name
+-- (monitoring/sql/__init__.py). Read-only; one round trip per scrape.
+
+-- name: exporter_snapshot
+-- One row per figure: kind, actor, queue, status, value.
+--   jobs        ledger jobs per (actor, queue, status); pending includes delayed jobs
+--   oldest      seconds since the oldest pending job of an actor became due (its eta,
+--               else its creation); jobs delayed into the future are not due yet
+--   unclaimed   change-log rows the orchestrator has not claimed
+--   last_success unix time the orchestrator last finished a run successfully (0: never)
+--   breakers    1 when herald.circuit_breakers exists (then `circuit_breakers` is read)
+-- The job counts use jobs_status_idx (status, actor); the open-jobs index serves `oldest`.
+WITH job_counts AS (
+    SELECT actor, queue, status, count(*)::float8 AS n
+      FROM herald.jobs
+     GROUP BY actor, queue, status
+), oldest AS (
+    SELECT actor,
+           extract(epoch FROM clock_timestamp() - min(coalesce(eta, created_at)))::float8 AS age
+      FROM herald.jobs
+     WHERE status = 'pending' AND coalesce(eta, created_at) <= clock_timestamp()
+     GROUP BY actor
+)
+SELECT 'jobs' AS kind, actor, queue, status, n AS value FROM job_counts
+UNION ALL
+SELECT 'oldest', actor, NULL, NULL, greatest(age, 0) FROM oldest
+UNION ALL
+SELECT 'unclaimed', NULL, NULL, NULL,
+       (SELECT count(*) FROM herald.change_log WHERE claimed_at IS NULL)::float8
+UNION ALL
+SELECT 'last_success', NULL, NULL, NULL,
+       coalesce((SELECT extract(epoch FROM max(finished_at))
+                   FROM herald.orchestrator_runs WHERE status = 'succeeded'), 0)::float8
+UNION ALL
+SELECT 'breakers', NULL, NULL, NULL,
+       (to_regclass('herald.circuit_breakers') IS NOT NULL)::int::float8;
+
+-- name: circuit_breakers
+-- Only run when the table exists (no breakers are implemented yet). Expected shape:
+-- one row per breaker, `breaker` text and `open` boolean.
+SELECT breaker, open FROM herald.circuit_breakers;
