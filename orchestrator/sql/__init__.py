@@ -1,7 +1,7 @@
 """Herald's SQL, kept in `.sql` files and loaded by name (as procrastinate does).
 
-`queries.sql` holds every query the services run, each introduced by a
-`-- name: <query_name>` line; `migrations/NNNN_<what>.sql` build the schema step
+`queries.sql` (and any other `<topic>.sql` beside it, e.g. `breakers.sql`) holds the
+queries the services run, each introduced by a `-- name: <query_name>` line; `migrations/NNNN_<what>.sql` build the schema step
 by step, and `schema.sql` is the schema they add up to (a test checks that).
 """
 
@@ -28,7 +28,21 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-queries: dict[str, str] = parse_queries(_read("queries.sql"))
+def _load_queries() -> dict[str, str]:
+    """Every named query of every `.sql` file here except the schema; names must be unique."""
+    folder = resources.files(__package__)
+    merged: dict[str, str] = {}
+    for name in sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql")):
+        if name == "schema.sql":
+            continue
+        for query, text in parse_queries(_read(name)).items():
+            if query in merged:
+                raise ValueError(f"query {query!r} is defined twice ({name})")
+            merged[query] = text
+    return merged
+
+
+queries: dict[str, str] = _load_queries()
 
 
 def migrations() -> list[tuple[str, str]]:
