@@ -57,9 +57,31 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from actors.demo import run_demo
+    """Run the demo on the in-memory broker, set before `actors` binds one at import."""
+    import os
+    import time
 
-    return run_demo(out=args.out, changes=args.changes)
+    bound = sys.modules.get("actors.broker")
+    if bound is not None and type(bound.broker).__name__ != "StubBroker":
+        print("herald demo: the actors are already bound to another broker in this process; "
+              "run `herald demo` in its own process", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    os.environ["HERALD_BROKER_URL"] = "stub://"
+    # The demo brings its own routes: a herald.toml in the current directory must not
+    # break importing the actors (which read settings at import).
+    os.environ["HERALD_CONFIG"] = os.devnull
+    from actors.demo import DemoError, run_demo
+
+    try:
+        return run_demo(out=args.out, changes=args.changes, started=started)
+    except DemoError as exc:
+        print(f"herald demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nherald demo: interrupted; the embedded PostgreSQL was stopped and removed",
+              file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
