@@ -67,6 +67,13 @@ class Route:
     debounce_max_seconds: int | None = None
     on_ai_failure: str = "send"
 
+    @property
+    def debounce_window_max(self) -> int:
+        """Constant churn still sends: at the latest this long after a row's first change."""
+        if self.debounce_max_seconds is not None:
+            return self.debounce_max_seconds
+        return 10 * self.debounce_seconds
+
     def matches(self, table_name: str, operation: str) -> bool:
         table_ok = self.table in ("*", table_name) or table_name.endswith("." + self.table)
         return table_ok and operation in self.operations
@@ -95,6 +102,12 @@ class Route:
         mode = raw.get("mode", "immediate")
         if mode not in MODES:
             raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}")
+        if mode == "digest":
+            # Refused rather than silently treated as immediate: digests are not built yet.
+            raise ConfigError(
+                f'{where}: mode = "digest" is not supported yet; use '
+                "debounce_seconds to group changes to one row"
+            )
         on_ai_failure = raw.get("on_ai_failure", "send")
         if on_ai_failure not in ON_AI_FAILURE:
             raise ConfigError(f"{where}: on_ai_failure must be one of {', '.join(ON_AI_FAILURE)}")

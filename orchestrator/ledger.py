@@ -108,6 +108,14 @@ def republish_stale(
         return publish_and_mark(conn, [job_ref(r) for r in rows], publish)
 
 
+def publish_due(conn: psycopg.Connection, publish: Publish, *, limit: int = 1000) -> int:
+    """Publish debounced jobs whose window has closed (their due time lives here, not in
+    RabbitMQ, whose delayed messages wait unacked in worker memory)."""
+    with conn.transaction():
+        rows = conn.execute(queries["claim_due"], {"limit": limit}).fetchall()
+        return publish_and_mark(conn, [job_ref(r) for r in rows], publish)
+
+
 # -- the middleware's side: one attempt's life ----------------------------------------------
 
 

@@ -8,6 +8,7 @@ keeps draining, bounded by `max_runtime_seconds`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -79,10 +80,68 @@ def plan(
     return planned, outcomes
 
 
+def debounce_key(p: Planned) -> str:
+    """Changes to the same row on the same route fold together."""
+    return f"{p.route.name}|{p.change.table_name}|{json.dumps(p.change.row_pk, sort_keys=True)}"
+
+
+def write_debounced(conn: psycopg.Connection, planned: list[Planned], settings: Settings) -> int:
+    """Fold changes into each row's open notification; its jobs wait in the ledger until due.
+
+    The previous notification's jobs (never published) become `superseded`, and a new
+    notification listing every change so far takes their place. Returns jobs written.
+    """
+    groups: dict[str, list[Planned]] = {}
+    for p in planned:
+        groups.setdefault(debounce_key(p), []).append(p)
+    written = 0
+    for key, items in groups.items():
+        first, last = items[0], items[-1]
+        route = first.route
+        change_ids = [p.change.id for p in items]
+        first_change_at = first.change.changed_at
+        existing = conn.execute(queries["open_debounced_notification"], {"key": key}).fetchone()
+        if existing:
+            change_ids = list(existing["change_ids"]) + change_ids
+            first_change_at = existing["first_change_at"]
+        row = conn.execute(
+            queries["insert_debounced_notification"],
+            {
+                "route": route.name,
+                "table_name": first.change.table_name,
+                "row_pk": Jsonb(first.change.row_pk),
+                "change_ids": change_ids,
+                "recipients": list(route.recipients),
+                "ai": route.ai and settings.ai.enabled,
+                "on_ai_failure": route.on_ai_failure,
+                "priority": route.priority,
+                "key": key,
+                "first_change_at": first_change_at,
+                "window": route.debounce_seconds,
+                "window_max": route.debounce_window_max,
+            },
+        ).fetchone()
+        if existing:
+            conn.execute(
+                queries["supersede_jobs"], {"notification_id": existing["id"], "by": row["id"]}
+            )
+        refs = ledger.write_jobs(conn, first_jobs(row["id"], last, settings))
+        conn.execute(queries["set_jobs_eta"], {"eta": row["due_at"], "ids": [r.id for r in refs]})
+        written += len(refs)
+    return written
+
+
 def write_notifications(
     conn: psycopg.Connection, planned: list[Planned], settings: Settings
 ) -> list[JobRef]:
-    """Insert one notification per planned change and its first jobs, in one round each."""
+    """Insert one notification per planned change and its first jobs, in one round each.
+
+    Debounced routes are written apart: their jobs are published later, when due.
+    """
+    debounced = [p for p in planned if p.route.debounce_seconds > 0]
+    if debounced:
+        write_debounced(conn, debounced, settings)
+        planned = [p for p in planned if p.route.debounce_seconds == 0]
     if not planned:
         return []
     ids = [r["id"] for r in conn.execute(queries["next_notification_ids"], {"n": len(planned)})]
@@ -170,6 +229,8 @@ def run_orchestrator(
                 break
             if claimed < settings.orchestrator.batch_size:
                 break
+        with pool.connection() as conn:
+            report.published += ledger.publish_due(conn, publish)
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise

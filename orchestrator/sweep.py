@@ -45,6 +45,7 @@ def sweep(pool: ConnectionPool, settings: Settings, publish: Publish) -> SweepRe
     longest = max(p.time_limit_ms for p in settings.retries.values()) / 1000
     with pool.connection() as conn:
         unpublished = ledger.republish_stale(conn, publish, grace_seconds=grace)
+        unpublished += ledger.publish_due(conn, publish)
         with conn.transaction():
             rows = conn.execute(
                 queries["claim_lost_retries"],

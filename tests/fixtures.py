@@ -92,3 +92,11 @@ def stub_pipeline(herald_db: str, pool: ConnectionPool) -> Iterator[StubPipeline
         for actor in broker.actors.values():
             actor.options.clear()
             actor.options.update(saved[actor.actor_name])
+
+
+@pytest.fixture
+def herald_env(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path) -> dict[str, str]:
+    """Environment for `dramatiq actors` / `herald` subprocesses wired to this test's services."""
+    from tests.workers import herald_environment
+
+    return herald_environment(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path)

@@ -66,7 +66,7 @@ UPDATE herald.jobs SET published_at = clock_timestamp() WHERE id = ANY(%(ids)s::
 -- Jobs written but never published (a crash between commit and publish): publish again.
 SELECT id, message_id, actor, queue, priority
   FROM herald.jobs
- WHERE status = 'pending' AND published_at IS NULL
+ WHERE status = 'pending' AND published_at IS NULL AND eta IS NULL
    AND created_at < clock_timestamp() - make_interval(secs => %(grace_seconds)s)
  ORDER BY id
  LIMIT %(limit)s
@@ -202,3 +202,47 @@ RETURNING id, message_id, actor, queue, priority;
 -- Due now: the sweeper looks again only if it is still not picked up a grace period later.
 UPDATE herald.jobs SET published_at = clock_timestamp(), eta = clock_timestamp()
  WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: open_debounced_notification
+-- The latest notification for this row and route still collecting changes: none of its
+-- jobs has been published or started.
+SELECT n.id, n.change_ids, n.first_change_at
+  FROM herald.notifications n
+ WHERE n.debounce_key = %(key)s
+   AND EXISTS (SELECT 1 FROM herald.jobs j WHERE j.notification_id = n.id)
+   AND NOT EXISTS (SELECT 1 FROM herald.jobs j
+                    WHERE j.notification_id = n.id
+                      AND (j.status <> 'pending' OR j.published_at IS NOT NULL))
+ ORDER BY n.id DESC
+ LIMIT 1
+   FOR UPDATE;
+
+-- name: supersede_jobs
+UPDATE herald.jobs
+   SET status = 'superseded', finished_at = clock_timestamp(),
+       last_error = 'superseded by notification ' || %(by)s
+ WHERE notification_id = %(notification_id)s AND status = 'pending' AND published_at IS NULL;
+
+-- name: insert_debounced_notification
+-- Due when the row has been quiet for the window, or at the latest window_max after its
+-- first change, whichever comes first.
+INSERT INTO herald.notifications
+       (route, table_name, row_pk, change_ids, recipients, ai, on_ai_failure, priority,
+        debounce_key, first_change_at, due_at)
+VALUES (%(route)s, %(table_name)s, %(row_pk)s, %(change_ids)s, %(recipients)s, %(ai)s,
+        %(on_ai_failure)s, %(priority)s, %(key)s, %(first_change_at)s,
+        least(clock_timestamp() + make_interval(secs => %(window)s),
+              %(first_change_at)s::timestamptz + make_interval(secs => %(window_max)s)))
+RETURNING id, due_at;
+
+-- name: set_jobs_eta
+UPDATE herald.jobs SET eta = %(eta)s WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: claim_due
+-- Debounced jobs whose window has closed: publish them now.
+SELECT id, message_id, actor, queue, priority
+  FROM herald.jobs
+ WHERE status = 'pending' AND published_at IS NULL AND eta <= clock_timestamp()
+ ORDER BY eta, id
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;

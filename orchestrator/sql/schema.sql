@@ -169,3 +169,18 @@ CREATE TABLE herald.deliveries (
     error              text,
     UNIQUE (notification_id, recipient)
 );
+
+ALTER TABLE herald.notifications
+    ADD COLUMN debounce_key     text,
+    ADD COLUMN first_change_at  timestamptz,
+    ADD COLUMN due_at           timestamptz;
+
+CREATE INDEX notifications_debounce_idx ON herald.notifications (debounce_key, id)
+    WHERE debounce_key IS NOT NULL;
+
+-- Jobs whose due time has come and that were never published.
+CREATE INDEX jobs_due_idx ON herald.jobs (eta) WHERE status = 'pending' AND published_at IS NULL;
+
+-- Retention (herald jobs purge): a change-log row is purged only when no remaining
+-- notification lists it, found through this index rather than a scan per row.
+CREATE INDEX notifications_change_ids_idx ON herald.notifications USING gin (change_ids);
