@@ -20,11 +20,12 @@ Two rules hold for every metric:
   ``herald_jobs_failed_total`` per actor equals the number of jobs the ledger marks
   ``failed`` by workers, and ``completed`` the number it marks ``complete``.
 
-Multiprocess mode (``dramatiq actors --processes N``): prometheus_client picks its
-storage when a metric is *created*, from ``PROMETHEUS_MULTIPROC_DIR``. The worker side
-must therefore set (and empty) that directory before calling
-:func:`create_worker_metrics`, and serve the directory with a
-``prometheus_client.multiprocess.MultiProcessCollector``. The exporter side is a normal
+Multiprocess mode (``dramatiq actors --processes N``): prometheus_client chooses its
+value storage once, when ``prometheus_client.values`` is first imported, from
+``PROMETHEUS_MULTIPROC_DIR``; Herald imports the library before a worker boots, so
+``monitoring/prometheus.py`` sets (and empties) that directory and then resets the
+library's choice before calling :func:`create_worker_metrics`, and serves the directory
+with a ``prometheus_client.multiprocess.MultiProcessCollector``. The exporter side is a normal
 (single-process) custom collector and never touches that directory.
 
 This module only declares; it starts no server and reads no database.
