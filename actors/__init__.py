@@ -7,7 +7,7 @@ imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
 
 # isort: off
 from actors.broker import broker  # must come first: the actors below register with it
-from actors import email, enrich, orchestrate, sweep
+from actors import email, enrich, orchestrate, purge, sweep
 # isort: on
 
-__all__ = ["broker", "email", "enrich", "orchestrate", "sweep"]
+__all__ = ["broker", "email", "enrich", "orchestrate", "purge", "sweep"]

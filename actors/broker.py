@@ -23,6 +23,7 @@ from periodiq import PeriodiqMiddleware
 
 from actors import runtime
 from actors.ledger_middleware import Ledger
+from actors.periodic import PeriodicRetries
 from monitoring.prometheus import Prometheus
 
 #: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
@@ -38,6 +39,7 @@ def middleware() -> list[Middleware]:
         TimeLimit(),
         ShutdownNotifications(),
         CurrentMessage(),
+        PeriodicRetries(),  # before periodiq: a retry is never skipped as a stale tick
         PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_SECONDS),
         Ledger(lambda: runtime.runtime().pool),
         # After Ledger, before Retries: its after-hook runs once Retries has decided

@@ -272,6 +272,30 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(text: str) -> Any:
+    from orchestrator.retention import parse_age
+
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_jobs_purge(args: argparse.Namespace) -> int:
+    from orchestrator.retention import purge
+
+    with _connect() as conn:
+        report = purge(conn, args.older_than, include_failed=args.include_failed,
+                       batch_size=args.batch_size)
+    if args.json:
+        print(dump_json({**report.counts(), "cutoff": report.cutoff}))
+        return 0
+    kept = "" if args.include_failed else " (failed jobs kept: --include-failed purges them)"
+    print(f"purged rows finished before {fmt_time(report.cutoff)}{kept}")
+    print(format_table(("table", "rows"), report.counts().items(), right=(1,)))
+    return 0
+
+
 def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="look at and act on the job ledger")
     cmds = jobs.add_subparsers(dest="jobs_command", required=True)
@@ -299,6 +323,18 @@ def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
     cancel = cmds.add_parser("cancel", help="cancel a pending (or running) job")
     cancel.add_argument("id", type=int)
     cancel.set_defaults(func=_operator_errors("jobs cancel", cmd_jobs_cancel))
+
+    purge = cmds.add_parser(
+        "purge", help="remove finished jobs (and their notifications, changes, deliveries) "
+        "older than an age, in batches")
+    purge.add_argument("--older-than", type=_age, required=True, metavar="AGE",
+                       help="how long ago they finished: Nd, Nh or Nm (e.g. 30d)")
+    purge.add_argument("--include-failed", action="store_true",
+                       help="purge failed jobs too (kept otherwise, for `herald jobs retry`)")
+    purge.add_argument("--batch-size", type=_positive_int, default=5000,
+                       help="rows per transaction (5000)")
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(func=_operator_errors("jobs purge", cmd_jobs_purge))
 
 
 # =============================================================================================

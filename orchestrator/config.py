@@ -170,6 +170,11 @@ DEFAULT_RETRIES = {
     "sweep": RetryPolicy(
         max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000, time_limit_ms=60_000
     ),
+    # Hourly; a retry is worth it (the next tick is an hour away), and the periodic-retry
+    # middleware keeps periodiq's 30-second skip from dropping it.
+    "purge": RetryPolicy(
+        max_retries=3, min_backoff_ms=10_000, max_backoff_ms=60_000, time_limit_ms=150_000
+    ),
 }
 MAX_BACKOFF_CEILING_MS = 15 * 60 * 1000
 
@@ -197,6 +202,31 @@ def _retries(raw: Mapping[str, Any]) -> dict[str, RetryPolicy]:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """`[retention]`: the periodic purge (hourly) removes finished rows older than `days`
+    (0 turns it off); failed jobs are never purged by it, only by `herald jobs purge`."""
+
+    days: int = 30
+    batch_size: int = 5_000
+    max_runtime_seconds: float = 120.0
+
+
+def _retention(raw: Mapping[str, Any]) -> RetentionSettings:
+    unknown = set(raw) - set(RetentionSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[retention]: unknown option(s) {', '.join(sorted(unknown))}")
+    merged = {**RetentionSettings().__dict__, **raw}
+    days, batch, runtime = merged["days"], merged["batch_size"], merged["max_runtime_seconds"]
+    if not isinstance(days, int) or isinstance(days, bool) or days < 0:
+        raise ConfigError("[retention] days must be a non-negative integer (0: no periodic purge)")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError("[retention] batch_size must be a positive integer")
+    if not isinstance(runtime, int | float) or isinstance(runtime, bool) or runtime <= 0:
+        raise ConfigError("[retention] max_runtime_seconds must be a positive number")
+    return RetentionSettings(**merged)
+
+
+@dataclass(frozen=True)
 class OrchestratorSettings:
     batch_size: int = 50
     max_runtime_seconds: float = 90.0
@@ -217,6 +247,7 @@ class Settings:
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     routes: tuple[Route, ...] = ()
     retries: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRIES))
+    retention: RetentionSettings = RetentionSettings()
     config_path: str | None = None
 
     @property
@@ -305,6 +336,7 @@ def settings_from_mapping(
         orchestrator=orchestrator,
         routes=routes,
         retries=_retries(_section(raw, "retries")),
+        retention=_retention(_section(raw, "retention")),
         config_path=config_path,
     )
 
