@@ -3,14 +3,19 @@ RabbitMQ, PostgreSQL, SMTP server and OpenAI-compatible server."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import sql
 from tests.services import wait_until
-from tests.workers import Worker, orchestrate
+from tests.workers import REPO, Worker, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,3 +131,27 @@ def test_killing_the_worker_mid_batch_loses_nothing_and_never_changes_a_message_
     )
     assert set(by_id) == expected_ids and len(expected_ids) == expected  # nothing lost
     assert duplicated <= ambiguous  # a duplicate only where the ledger says "ambiguous"
+
+
+def test_periodiq_schedules_the_orchestrator_and_the_sweeper_from_the_environment(
+    herald_env, tmp_path
+):
+    log = tmp_path / "periodiq.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("periodiq")), "actors"],
+            cwd=REPO,
+            env=herald_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: "sweep" in log.read_text(), timeout=30)
+            assert proc.poll() is None  # still running: waiting for the next minute
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    listing = log.read_text()
+    assert "actors.orchestrate:orchestrate" in listing or "orchestrate" in listing
+    assert "* * * * *" in listing
