@@ -34,6 +34,8 @@ PERIODIC_SKIP_SECONDS = 30
 
 
 def middleware() -> list[Middleware]:
+    from actors.deferral import Deferrals
+
     settings = runtime.settings()
     return [
         TimeLimit(),
@@ -47,6 +49,9 @@ def middleware() -> list[Middleware]:
         # before-hook. Serves nothing for the StubBroker or when HERALD_METRICS_PORT=0.
         Prometheus(host=settings.metrics_host, port=settings.metrics_port),
         Retries(),
+        # After Retries: its after-hook runs before Retries' and keeps a deferral (open
+        # circuit, rate limit) from spending a retry or a ledger attempt.
+        Deferrals(lambda: runtime.runtime().pool),
     ]
 
 

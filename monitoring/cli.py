@@ -366,6 +366,12 @@ def format_stats(s: dict[str, Any]) -> str:
     lines.append(f"deliveries: {by_status}; ambiguous {d['ambiguous']}")
     last = s["last_successful_orchestrator_run"]
     lines.append(f"last successful orchestrator run: {fmt_time(last) if last else 'never'}")
+    for b in s.get("breakers", []):
+        line = (f"circuit breaker {b['breaker']}: {b['state']}, "
+                f"{b['consecutive_failures']} consecutive failures")
+        if b["opened_at"]:
+            line += f", opened at {fmt_time(b['opened_at'])}"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from monitoring.sql import queries
+from orchestrator.breaker import breaker_states
 from orchestrator.ledger import ACTOR_QUEUES, STATUSES, JobRef, Publish, publish_and_mark
 
 #: Statuses a job can be retried from (it is not open and did not succeed).
@@ -344,4 +345,5 @@ def stats(
         "deliveries": deliveries,
         "last_successful_orchestrator_run": last_run.get("finished_at"),
         "processing_window_seconds": window_seconds,
+        "breakers": breaker_states(conn),  # circuit breakers: state, failures, opened_at
     }

@@ -234,6 +234,70 @@ class OrchestratorSettings:
 
 
 @dataclass(frozen=True)
+class BreakerSettings:
+    """`[breakers]`, for both the smtp and the ai breaker (orchestrator/breaker.py).
+
+    `failure_threshold` transient failures in a row open a breaker (0: no breakers); it
+    stays open `reset_seconds`, then lets one probe through per period. With the ai
+    breaker open for `max_deferral_seconds`, enrich jobs of routes with
+    on_ai_failure = "send" stop waiting and their emails go out "summary unavailable".
+    """
+
+    failure_threshold: int = 5
+    reset_seconds: float = 30.0
+    max_deferral_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """`[limits]`: global rate limits across every worker (orchestrator/ratelimit.py);
+    unset means unlimited."""
+
+    ai_requests_per_minute: float | None = None
+    emails_per_second: float | None = None
+
+
+def _number(value: Any, where: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{where} must be {'above' if strict else 'at least'} {minimum:g}")
+    return value
+
+
+def _breakers(raw: Mapping[str, Any]) -> BreakerSettings:
+    unknown = set(raw) - set(BreakerSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[breakers]: unknown option(s) {', '.join(sorted(unknown))}")
+    merged = {**BreakerSettings().__dict__, **raw}
+    threshold = merged["failure_threshold"]
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0:
+        raise ConfigError("[breakers] failure_threshold must be a non-negative integer")
+    reset = _number(merged["reset_seconds"], "[breakers] reset_seconds", strict=True)
+    if reset * 1000 > MAX_BACKOFF_CEILING_MS:
+        raise ConfigError(
+            f"[breakers] reset_seconds above {MAX_BACKOFF_CEILING_MS // 1000} would hold "
+            "deferred messages unacked long enough for RabbitMQ's consumer_timeout"
+        )
+    return BreakerSettings(
+        failure_threshold=threshold,
+        reset_seconds=float(reset),
+        max_deferral_seconds=float(
+            _number(merged["max_deferral_seconds"], "[breakers] max_deferral_seconds")
+        ),
+    )
+
+
+def _limits(raw: Mapping[str, Any]) -> LimitSettings:
+    unknown = set(raw) - set(LimitSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[limits]: unknown option(s) {', '.join(sorted(unknown))}")
+    return LimitSettings(
+        **{k: float(_number(v, f"[limits] {k}", strict=True)) for k, v in raw.items()}
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
@@ -245,6 +309,8 @@ class Settings:
     openai_base_url: str | None = None
     ai: AISettings = AISettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
+    breakers: BreakerSettings = BreakerSettings()
+    limits: LimitSettings = LimitSettings()
     routes: tuple[Route, ...] = ()
     retries: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRIES))
     retention: RetentionSettings = RetentionSettings()
@@ -334,6 +400,8 @@ def settings_from_mapping(
         openai_base_url=env.get("OPENAI_BASE_URL") or None,
         ai=ai,
         orchestrator=orchestrator,
+        breakers=_breakers(_section(raw, "breakers")),
+        limits=_limits(_section(raw, "limits")),
         routes=routes,
         retries=_retries(_section(raw, "retries")),
         retention=_retention(_section(raw, "retention")),

@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from orchestrator import ledger
 from orchestrator.adapters.mail import Mailer
+from orchestrator.breaker import Call, guarded
 from orchestrator.config import Settings
 from orchestrator.enrich import load_notification
 from orchestrator.errors import PermanentError, TransientError
@@ -100,9 +101,13 @@ def send_notification_email(
                 f"delivery to notification {notification['id']} is being sent elsewhere"
             )
         try:
-            return _claim_and_send(
-                conn, job_id, notification["id"], recipient, message_id, message, settings, mailer
-            )
+            # Rate limit and circuit breaker (may raise Postponed: the job is deferred)
+            # before the delivery row is claimed, so a deferral leaves nothing 'sending'.
+            with guarded(pool, settings, "smtp") as call:
+                return _claim_and_send(
+                    conn, job_id, notification["id"], recipient, message_id, message,
+                    settings, mailer, call,
+                )
         finally:
             conn.rollback()
             conn.execute(queries["release_delivery_lock"], {"key": key})
@@ -110,7 +115,8 @@ def send_notification_email(
 
 
 def _claim_and_send(
-    conn, job_id, notification_id, recipient, message_id, message, settings, mailer
+    conn, job_id, notification_id, recipient, message_id, message, settings, mailer,
+    call: Call | None = None,
 ):
     with conn.transaction():
         params = {"notification_id": notification_id, "recipient": recipient}
@@ -135,11 +141,12 @@ def _claim_and_send(
         else:
             ambiguous = False
     try:
-        mailer.send(
-            message,
-            from_addr=_envelope_from(settings.mail_from),
-            to_addrs=[parseaddr(recipient)[1]],
-        )
+        with (call or Call()).made():  # what the smtp breaker learns from this send
+            mailer.send(
+                message,
+                from_addr=_envelope_from(settings.mail_from),
+                to_addrs=[parseaddr(recipient)[1]],
+            )
     except TransientError as exc:
         with conn.transaction():
             conn.execute(queries["delivery_released"], {"id": row["id"], "error": str(exc)})

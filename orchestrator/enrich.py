@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from orchestrator import ledger
 from orchestrator.adapters.ai import Summariser, Summary
+from orchestrator.breaker import CircuitOpen, guarded
 from orchestrator.changes import Change
 from orchestrator.config import Settings
 from orchestrator.errors import PermanentError, TransientError
@@ -71,8 +72,20 @@ def enrich(
         aliased = alias_pii([c.as_data() for c in changes], settings.ai.pii_fields)
         aliases = aliased.aliases
         try:
-            summary = summariser.summarise(aliased.data)
+            # Rate limit and circuit breaker first: they may raise Postponed (deferred).
+            with guarded(pool, settings, "ai") as call, call.made():
+                summary = summariser.summarise(aliased.data)
             status = "offline" if summary.offline else "ok"
+        except CircuitOpen as exc:
+            # The AI is down: the job is deferred (no retry spent). A "send" route stops
+            # waiting once the outage has lasted max_deferral_seconds, or at once when this
+            # job has already spent its retries on the AI, and goes out plain; a "hold"
+            # route keeps waiting.
+            waited_enough = exc.open_for >= settings.breakers.max_deferral_seconds
+            if notification["on_ai_failure"] == "hold" or not (waited_enough or final_attempt):
+                raise
+            status = "unavailable"
+            error = f"AI circuit open for {exc.open_for:.0f}s: {exc.last_error or 'failing'}"
         except TransientError as exc:
             if notification["on_ai_failure"] == "hold":
                 raise HeldForAI(f"AI unavailable, holding the email: {exc}") from exc
