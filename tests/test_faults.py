@@ -1,0 +1,506 @@
+"""Fault tests (issue 4): Herald on real services, with faults injected mid-run, checked by
+counting (tests/checker.py): every expected email ok, lost, duplicated or unexpected.
+
+Each test prints its counts. Nothing here asserts on time, only on counts; timeouts only
+bound how long a test waits before the checker counts what is missing.
+
+Workers run as `dramatiq actors --processes 1 --threads 8` subprocesses; the orchestrator
+runs as `python -m orchestrator.cli orchestrate` (what periodiq would fire every minute),
+and the sweeper's service as a subprocess (what its periodic actor would run). Every
+subprocess is killed and RabbitMQ/PostgreSQL are running again when a test ends, even
+when it fails: later tests share them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+import pytest
+
+from orchestrator.config import Settings, settings_from_mapping
+from tests.checker import Report, check
+from tests.helpers import sql
+from tests.services import wait_until
+from tests.workers import REPO, Worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N = 2_000  # changes per run where the issue says so (no fault, SIGKILL)
+SMALL_N = 600  # the other outages: what fits the file's time budget on a 2-core machine
+RECIPIENT = "ops@example.com"
+AI_RECIPIENT = "team@example.com"
+SUMMARY = "Summary: a new member joined the studio."
+
+
+def fault_toml(*, batch_size: int = 100, on_ai_failure: str = "send") -> str:
+    """One recipient per change, short backoffs, a 2 s outbox grace period, a 1 s AI timeout."""
+    return f"""
+[mail]
+from = "Herald <herald@example.com>"
+
+[ai]
+enabled = true
+model = "test-model"
+pii_fields = ["email", "phone", "first_name", "last_name"]
+timeout_seconds = 1
+
+[orchestrator]
+batch_size = {batch_size}
+republish_after_seconds = 2
+
+# Breakers on, but short: an AI outage defers enrich jobs for 2 s at most before a "send"
+# route gives up on the summary (the production default waits 5 minutes).
+[breakers]
+failure_threshold = 5
+reset_seconds = 1
+max_deferral_seconds = 2
+
+[retries.enrich]
+max_retries = 2
+min_backoff_ms = 200
+max_backoff_ms = 500
+
+[retries.send_email]
+min_backoff_ms = 200
+max_backoff_ms = 1000
+
+[[routes]]
+name = "classes"
+table = "classes"
+operations = ["INSERT"]
+recipients = ["{RECIPIENT}"]
+
+[[routes]]
+name = "members"
+table = "members"
+operations = ["INSERT"]
+recipients = ["{AI_RECIPIENT}"]
+ai = true
+on_ai_failure = "{on_ai_failure}"
+"""
+
+
+SWEEP = (
+    "import actors\n"
+    "from actors import runtime\n"
+    "from actors.publish import publish\n"
+    "from orchestrator.sweep import sweep\n"
+    "rt = runtime.runtime()\n"
+    "print(sweep(rt.pool, rt.settings, publish))\n"
+)
+
+
+class Harness:
+    """Herald's processes for one test, the fault levers, and the checker's inputs."""
+
+    def __init__(self, env: dict[str, str], db: str, smtp, tmp_path: Path, toml: str) -> None:
+        config = tmp_path / "faults.toml"
+        config.write_text(toml)
+        self.env = {**env, "HERALD_CONFIG": str(config)}
+        self.settings: Settings = settings_from_mapping(tomllib.loads(toml), self.env)
+        self.db = db
+        self.smtp = smtp
+        self.tmp_path = tmp_path
+        self.workers: list[Worker] = []
+        self.procs: list[subprocess.Popen] = []
+        self.nudges = 0
+        self.started = time.monotonic()
+
+    # -- processes -------------------------------------------------------------------------
+
+    def start_worker(self) -> Worker:
+        worker = Worker(self.env, self.tmp_path / "worker.log", threads=8)
+        self.workers.append(worker)
+        return worker
+
+    def kill_worker(self) -> None:
+        self.workers[-1].kill()
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, *args]
+
+    def orchestrate(self) -> str:
+        """One orchestrator run; its failure (broker or database down) is part of the test."""
+        done = subprocess.run(
+            self._cli("-m", "orchestrator.cli", "orchestrate"),
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        return f"rc={done.returncode} {done.stdout.strip()} {_tail(done.stderr)}".strip()
+
+    def orchestrate_async(self) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            self._cli("-m", "orchestrator.cli", "orchestrate"),
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def sweep(self) -> str:
+        done = subprocess.run(
+            self._cli("-c", SWEEP),
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return f"rc={done.returncode} {done.stdout.strip()} {_tail(done.stderr)}".strip()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=10)
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.proc.pid, signal.SIGKILL)
+                worker.proc.wait(timeout=30)
+            worker.log.close()
+
+    # -- progress --------------------------------------------------------------------------
+
+    def received(self) -> int:
+        return len(self.smtp.messages)
+
+    def outstanding(self) -> int | None:
+        """Unclaimed changes plus open jobs; None while the database cannot be reached."""
+        try:
+            rows = sql(
+                self.db,
+                "SELECT (SELECT count(*) FROM herald.change_log WHERE claimed_at IS NULL)"
+                " + (SELECT count(*) FROM herald.jobs WHERE status IN ('pending', 'running'))"
+                " AS n",
+            )
+        except psycopg.OperationalError:
+            return None
+        return rows[0]["n"]
+
+    def wait_done(self, emails: int, timeout: float = 120.0, nudge_after: float = 8.0) -> None:
+        """Wait until `emails` distinct Message-IDs arrived and the ledger has nothing open.
+
+        When nothing moves for `nudge_after` seconds, run what periodiq would: the
+        orchestrator (it republishes unpublished jobs first) and the sweeper.
+        """
+        deadline = time.monotonic() + timeout
+        last, last_change = None, time.monotonic()
+        while time.monotonic() < deadline:
+            distinct = len({m.message_id for m in self.smtp.messages})
+            open_ = self.outstanding()
+            if distinct >= emails and open_ == 0:
+                time.sleep(1.5)  # anything more now would be a duplicate: let it show
+                return
+            state = (distinct, open_)
+            if state != last:
+                last, last_change = state, time.monotonic()
+            elif time.monotonic() - last_change > nudge_after:
+                self.nudges += 1
+                print(f"\n  stalled at {state}: orchestrate {self.orchestrate()}")
+                print(f"  sweep {self.sweep()}")
+                last_change = time.monotonic()
+            time.sleep(0.2)
+
+    def report(self) -> Report:
+        report = check(
+            self.db, self.smtp.messages, self.settings, elapsed=time.monotonic() - self.started
+        )
+        print(f"\n  {report} nudges={self.nudges}")
+        return report
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join(line for line in text.strip().splitlines()[-lines:] if line)
+
+
+@pytest.fixture
+def harness(herald_env, herald_db, smtp_server, tmp_path) -> Iterator[Harness]:
+    h = Harness(herald_env, herald_db, smtp_server, tmp_path, fault_toml())
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def reconfigure(h: Harness, toml: str) -> None:
+    fresh = Harness(h.env, h.db, h.smtp, h.tmp_path, toml)
+    h.env, h.settings = fresh.env, fresh.settings
+
+
+def insert_classes(db: str, n: int, offset: int = 0) -> None:
+    sql(
+        db,
+        "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+        "FROM generate_series(%s::int, %s::int) AS i",
+        (offset + 1, offset + n),
+    )
+
+
+def insert_members(db: str, n: int) -> None:
+    sql(
+        db,
+        "INSERT INTO members (first_name, last_name, email, phone) "
+        "SELECT 'Ann' || i, 'Lee' || i, 'ann' || i || '@example.org', '+44 20 7946 0000' "
+        "FROM generate_series(1, %s::int) AS i",
+        (n,),
+    )
+
+
+def assert_clean(report: Report, *, emails: int) -> None:
+    """Nothing lost, nothing unexpected, nothing failed, each change claimed once."""
+    assert report.expected == emails, report
+    assert report.lost == 0, report.lost_keys[:10]
+    assert report.unexpected == 0, report.unexpected_ids[:10]
+    assert report.failed == 0 and report.open_jobs == 0, report
+    assert report.claimed_twice == 0 and report.overlapping_batches == 0, report
+    assert report.duplicated <= report.ambiguous, report
+
+
+# -- no fault ---------------------------------------------------------------------------------
+
+
+def test_baseline_2000_changes_all_ok(harness):
+    insert_classes(harness.db, N)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    harness.wait_done(N)
+    report = harness.report()
+    assert_clean(report, emails=N)
+    assert report.ok == N and report.duplicated == 0 and report.ambiguous == 0
+
+
+# -- worker SIGKILL ---------------------------------------------------------------------------
+
+
+def test_sigkill_the_worker_five_times_loses_nothing(harness):
+    insert_classes(harness.db, N)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    kills = []
+    for k in range(1, 6):
+        target = k * N // 6
+        wait_until(lambda t=target: harness.received() >= t, timeout=90)
+        harness.kill_worker()
+        kills.append(harness.received())
+        harness.start_worker()
+    print(f"  killed at {kills} emails")
+    harness.wait_done(N)
+    report = harness.report()
+    assert_clean(report, emails=N)
+    assert report.ok + report.duplicated == N
+
+
+# -- RabbitMQ outage --------------------------------------------------------------------------
+
+
+def test_rabbitmq_stop_and_start_mid_run(harness, rabbitmq_server, rabbitmq_url):
+    if not hasattr(rabbitmq_server, "stop_app"):
+        pytest.skip("an external RabbitMQ cannot be stopped by tests")
+    vhost = unquote(urlsplit(rabbitmq_url).path.lstrip("/"))
+    first = SMALL_N * 3 // 4
+    insert_classes(harness.db, first)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    wait_until(lambda: harness.received() >= first // 3, timeout=90)
+    stopped = False
+    try:
+        rabbitmq_server.stop_app()
+        stopped = True
+        at = harness.received()
+        # Changes made during the outage: the orchestrator claims them, commits their jobs,
+        # cannot publish them; the outbox must.
+        insert_classes(harness.db, SMALL_N - first, offset=first)
+        during = harness.orchestrate()
+        time.sleep(3)
+        rabbitmq_server.start_app()
+        stopped = False
+    finally:
+        if stopped:
+            rabbitmq_server.start_app()
+    unpublished = sql(
+        harness.db,
+        "SELECT count(*) AS n FROM herald.jobs WHERE published_at IS NULL AND status = 'pending'",
+    )[0]["n"]
+    time.sleep(2.5)  # the outbox's grace period (republish_after_seconds = 2)
+    after = harness.orchestrate()
+    print(f"  broker stopped at {at} emails; orchestrate during the outage: {during}")
+    print(f"  {unpublished} jobs unpublished after the outage; orchestrate after: {after}")
+    harness.wait_done(SMALL_N)
+    report = harness.report()
+    consumers = rabbitmq_server.queues(vhost)["email"]["consumers"]
+    print(f"  consumers on 'email' after the outage: {consumers}")
+    assert_clean(report, emails=SMALL_N)
+    assert consumers >= 1
+
+
+# -- PostgreSQL crash restart -----------------------------------------------------------------
+
+
+def test_postgres_immediate_restart_mid_run(harness, postgres_server):
+    if type(postgres_server).__name__ == "ExternalPostgres":
+        pytest.skip("an external PostgreSQL cannot be restarted by tests")
+    # Small batches: the orchestrator is still draining when the server goes down.
+    reconfigure(harness, fault_toml(batch_size=20))
+    insert_classes(harness.db, SMALL_N)
+    harness.start_worker()
+    proc = harness.orchestrate_async()
+    wait_until(lambda: harness.received() >= 100, timeout=90)
+    at = harness.received()
+    running = proc.poll() is None
+    try:
+        postgres_server.restart("immediate")
+    finally:
+        _ensure_postgres(postgres_server)
+    out, err = proc.communicate(timeout=150)
+    print(
+        f"\n  restarted at {at} emails (orchestrator still running: {running}); "
+        f"that run: rc={proc.returncode} {out.strip()} {_tail(err, 1)}"
+    )
+    print(f"  orchestrate after: {harness.orchestrate()}")
+    harness.wait_done(SMALL_N)
+    report = harness.report()
+    runs = sql(
+        harness.db,
+        "SELECT status, count(*) AS n, sum(claimed) AS claimed FROM herald.orchestrator_runs "
+        "GROUP BY 1 ORDER BY 1",
+    )
+    print(f"  orchestrator runs: {runs}")
+    assert_clean(report, emails=SMALL_N)
+
+
+def _ensure_postgres(server) -> None:
+    try:
+        with psycopg.connect(server.url, connect_timeout=5):
+            return
+    except psycopg.OperationalError:
+        server.start()
+
+
+# -- AI faults --------------------------------------------------------------------------------
+
+
+def _bodies(h: Harness) -> list[str]:
+    return [m.message.get_body(("plain",)).get_content() for m in h.smtp.messages]
+
+
+def test_ai_answering_500_still_sends_plain_emails(harness, openai_server):
+    openai_server.fail_for(600, status=500)
+    insert_members(harness.db, 20)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    harness.wait_done(20, timeout=60)
+    report = harness.report()
+    summaries = sql(harness.db, "SELECT status, count(*) AS n FROM herald.summaries GROUP BY 1")
+    print(f"  AI requests={len(openai_server.requests)} summaries={summaries}")
+    assert_clean(report, emails=20)
+    assert report.ok == 20
+    assert all("Summary unavailable" in body for body in _bodies(harness))
+    assert summaries == [{"status": "unavailable", "n": 20}]
+
+
+def test_ai_timing_out_still_sends_plain_emails(harness, openai_server):
+    openai_server.hang_next(10_000)  # every request hangs past the 1 s client timeout
+    insert_members(harness.db, 10)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    harness.wait_done(10, timeout=60)
+    report = harness.report()
+    print(f"  AI requests={len(openai_server.requests)}")
+    assert_clean(report, emails=10)
+    assert report.ok == 10
+    assert all("Summary unavailable" in body for body in _bodies(harness))
+
+
+def test_ai_down_with_hold_waits_then_sends_with_the_summary(harness, openai_server):
+    reconfigure(harness, fault_toml(on_ai_failure="hold"))
+    down_for = 15.0
+    down_until = time.monotonic() + down_for
+    openai_server.fail_for(down_for, status=500)
+    insert_members(harness.db, 10)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+    # Look late in the outage: well past max_retries (3 attempts, 200-500 ms apart) and past
+    # max_deferral_seconds (2 s, when a "send" route would give up on the summary).
+    time.sleep(max(0.0, down_until - 3.0 - time.monotonic()))
+    held_at = time.monotonic()
+    received_while_down = harness.received()
+    ledger = sql(harness.db, "SELECT status, count(*) AS n FROM herald.jobs GROUP BY 1 ORDER BY 1")
+    assert held_at < down_until, "the AI came back before the hold could be observed"
+    print(
+        f"  {down_until - held_at:.1f}s before the AI is back: "
+        f"{len(openai_server.requests)} AI requests, {received_while_down} emails, "
+        f"ledger {ledger}"
+    )
+    harness.wait_done(10, timeout=down_for + 60)
+    report = harness.report()
+    assert received_while_down == 0
+    assert {r["status"] for r in ledger} <= {"pending", "running"}  # held: none failed
+    assert_clean(report, emails=10)
+    assert report.ok == 10
+    bodies = _bodies(harness)
+    assert all("a new member joined the studio" in body for body in bodies)
+    assert not any("Summary unavailable" in body for body in bodies)
+
+
+# -- concurrent orchestrators -----------------------------------------------------------------
+
+
+def test_five_orchestrators_at_once_never_claim_a_change_twice(harness):
+    reconfigure(harness, fault_toml(batch_size=25))
+    insert_classes(harness.db, SMALL_N)
+    harness.start_worker()
+    outputs: list[str] = []
+
+    def unclaimed() -> int:
+        return sql(
+            harness.db, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NULL"
+        )[0]["n"]
+
+    def loop() -> None:
+        for _ in range(10):  # a locked-out run returns at once: go again, like the next tick
+            if unclaimed() == 0:
+                return
+            outputs.append(harness.orchestrate())
+
+    threads = [threading.Thread(target=loop) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    runs = sql(
+        harness.db,
+        "SELECT count(*) AS n, count(*) FILTER (WHERE claimed > 0) AS claiming, "
+        "count(*) FILTER (WHERE status = 'locked') AS locked FROM herald.orchestrator_runs",
+    )[0]
+    print(f"\n  {len(outputs)} orchestrator processes; runs: {runs}")
+    harness.wait_done(SMALL_N)
+    report = harness.report()
+    assert_clean(report, emails=SMALL_N)
+    assert report.ok == SMALL_N and report.duplicated == 0
+    per_change = sql(
+        harness.db,
+        "SELECT c.id FROM herald.change_log c LEFT JOIN herald.notifications n "
+        "ON c.id = ANY(n.change_ids) GROUP BY c.id HAVING count(n.id) <> 1",
+    )
+    assert per_change == []
