@@ -8,6 +8,9 @@ imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
 # isort: off
 from actors.broker import broker  # must come first: the actors below register with it
 from actors import email, enrich, orchestrate, purge, sweep
+from actors import waker
 # isort: on
 
-__all__ = ["broker", "email", "enrich", "orchestrate", "purge", "sweep"]
+broker.add_middleware(waker.WakerMiddleware())  # the LISTEN/NOTIFY waker (actors/waker.py)
+
+__all__ = ["broker", "email", "enrich", "orchestrate", "purge", "sweep", "waker"]

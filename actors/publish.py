@@ -1,15 +1,37 @@
-"""Publishing ledger jobs as Dramatiq messages: ids only, the ledger's message id, priority."""
+"""Publishing ledger jobs as Dramatiq messages: ids only, the ledger's message id, priority.
+
+On RabbitMQ with publisher confirms, a batch goes out on one channel in confirm
+mode and the confirms are awaited together (`ConfirmingPublisher`): Dramatiq's
+own `enqueue` waits for one confirm per message (about 1,450 messages/s here),
+a batch of 1,000 costs about one round trip. The messages are the ones
+Dramatiq would publish: same body (`Message.encode()`), same properties
+(persistent, the job's priority), `mandatory=True`, the same queue declaration
+(through the broker) and the same `enqueue` middleware hooks. Anything the
+batch could not confirm (a nack, an unroutable return, a lost connection) is
+tried again one message at a time through `broker.enqueue`, which redeclares
+queues and reconnects as Dramatiq does; what still fails stays unpublished in
+the ledger and the outbox publishes it later.
+
+Other brokers (the StubBroker of the demo and the tests) publish one by one.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import dramatiq
+import pika
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from orchestrator.ledger import JobRef
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait for a batch's confirms before the unconfirmed rest is retried one by one.
+CONFIRM_TIMEOUT_SECONDS = 30.0
 
 
 def message_for(ref: JobRef) -> dramatiq.Message:
@@ -24,6 +46,167 @@ def message_for(ref: JobRef) -> dramatiq.Message:
     )
 
 
+class ConfirmingPublisher:
+    """Publishes many messages on one confirm-mode channel per thread, then awaits the confirms."""
+
+    def __init__(self, broker: RabbitmqBroker) -> None:
+        self.broker = broker
+        self._local = threading.local()
+
+    # -- the channel -----------------------------------------------------------------------
+
+    def _open(self) -> _Channel:
+        channel = getattr(self._local, "channel", None)
+        if channel is None or not channel.is_open:
+            channel = _Channel(self.broker.parameters)
+            self._local.channel = channel
+        return channel
+
+    def _drop(self) -> None:
+        channel = getattr(self._local, "channel", None)
+        self._local.channel = None
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[dramatiq.Message]) -> list[str]:
+        """Publish `messages`; return the ids of those the broker confirmed, in order."""
+        if not messages:
+            return []
+        broker = self.broker
+        for queue_name in {m.queue_name for m in messages}:
+            broker.declare_queue(queue_name, ensure=True)
+        for message in messages:
+            broker.emit_before("enqueue", message, None)
+        confirmed: set[str] = set()
+        try:
+            confirmed = self._open().publish_batch(messages)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            logger.warning("Batch publish interrupted (%s); retrying one by one", exc)
+            self._drop()
+        done: list[str] = []
+        for message in messages:
+            if message.message_id not in confirmed:
+                try:
+                    broker.enqueue(message)  # emits the enqueue hooks itself
+                except Exception as exc:  # noqa: BLE001 - the caller stops here; the outbox retries
+                    logger.error("Could not publish message %s (%s)", message.message_id, exc)
+                    break
+            else:
+                broker.emit_after("enqueue", message, None)
+            done.append(message.message_id)
+        return done
+
+
+class _Channel:
+    """A pika connection and a channel in confirm mode, driven without per-message waits."""
+
+    def __init__(self, parameters: object) -> None:
+        self.connection = pika.BlockingConnection(parameters)
+        self.channel = self.connection.channel()
+        self._impl = self.channel._impl  # the asynchronous channel under BlockingChannel
+        self._selected = False
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_select)
+        self._impl.add_on_return_callback(self._on_return)
+        self._wait(lambda: self._selected, CONFIRM_TIMEOUT_SECONDS)
+        if not self._selected:
+            raise pika.exceptions.AMQPChannelError("confirm.select was not answered")
+        self._next_tag = 1  # confirm mode numbers publishes 1, 2, ... on a channel
+        self._outstanding: dict[int, str] = {}  # delivery tag -> message id
+        self._acked: set[str] = set()
+        self._returned: set[bytes] = set()
+        self._bodies: dict[int, bytes] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection.is_open and self.channel.is_open
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken connection
+            pass
+
+    def _on_select(self, _frame: object) -> None:
+        self._selected = True
+
+    def _on_return(self, _channel: object, _method: object, _props: object, body: bytes) -> None:
+        # Unroutable (mandatory): RabbitMQ returns the message, then acks it. Not published.
+        self._returned.add(body)
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        ack = isinstance(method, pika.spec.Basic.Ack)
+        tags = (
+            [t for t in self._outstanding if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            message_id = self._outstanding.pop(tag, None)
+            body = self._bodies.pop(tag, b"")
+            if message_id is not None and ack and body not in self._returned:
+                self._acked.add(message_id)
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Process I/O until `done()` or `timeout` seconds passed.
+
+        `process_data_events(time_limit)` would sleep out its whole time limit: acks
+        handled by the asynchronous channel are no events of the blocking connection.
+        So the connection's own flush loop runs with our condition and a timer.
+        """
+        expired: list[bool] = []
+        timer = self.connection.call_later(timeout, lambda: expired.append(True))
+        try:
+            self.connection._flush_output(lambda: done() or bool(expired))  # noqa: SLF001
+        finally:
+            self.connection.remove_timeout(timer)
+
+    def publish_batch(self, messages: Sequence[dramatiq.Message]) -> set[str]:
+        self._acked = set()
+        self._returned = set()
+        for message in messages:
+            body = message.encode()
+            self._impl.basic_publish(
+                exchange="",
+                routing_key=message.queue_name,
+                body=body,
+                properties=pika.BasicProperties(
+                    delivery_mode=2, priority=message.options.get("broker_priority")
+                ),
+                mandatory=True,
+            )
+            self._outstanding[self._next_tag] = message.message_id
+            self._bodies[self._next_tag] = body
+            self._next_tag += 1
+        self._wait(lambda: not self._outstanding, CONFIRM_TIMEOUT_SECONDS)
+        if self._outstanding:
+            # Confirms that never came: this channel's numbering can no longer be trusted.
+            self._outstanding.clear()
+            self._bodies.clear()
+            raise pika.exceptions.AMQPChannelError("publisher confirms timed out")
+        return self._acked
+
+
+_publishers: dict[int, ConfirmingPublisher] = {}
+_publishers_lock = threading.Lock()
+
+
+def _publisher_for(broker: dramatiq.Broker) -> ConfirmingPublisher | None:
+    if not isinstance(broker, RabbitmqBroker) or not broker.confirm_delivery:
+        return None
+    with _publishers_lock:
+        publisher = _publishers.get(id(broker))
+        if publisher is None or publisher.broker is not broker:
+            publisher = _publishers[id(broker)] = ConfirmingPublisher(broker)
+        return publisher
+
+
 def publish(refs: Sequence[JobRef]) -> list[int]:
     """Enqueue each job's message on the current broker; stop at the first failure.
 
@@ -31,6 +214,11 @@ def publish(refs: Sequence[JobRef]) -> list[int]:
     later orchestrator or sweeper run (the ledger is the outbox).
     """
     broker = dramatiq.get_broker()
+    publisher = _publisher_for(broker)
+    if publisher is not None and len(refs) > 1:
+        messages = [message_for(ref) for ref in refs]
+        sent = set(publisher.publish(messages))
+        return [ref.id for ref in refs if ref.message_id in sent]
     done: list[int] = []
     for ref in refs:
         try:

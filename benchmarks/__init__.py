@@ -1,0 +1,1 @@
+"""Herald's benchmark suite: `python -m benchmarks` (see benchmarks/README.md)."""
