@@ -365,17 +365,24 @@ def test_postgres_immediate_restart_mid_run(harness, postgres_server):
     insert_classes(harness.db, SMALL_N)
     harness.start_worker()
     proc = harness.orchestrate_async()
-    wait_until(lambda: harness.received() >= 100, timeout=90)
+    # Crash the server while the orchestrator (this run, or the worker's own run woken by
+    # the change notifications) is still draining and the worker is sending.
+    wait_until(lambda: _claimed(harness.db) >= SMALL_N // 3, timeout=90)
+    before = sql(
+        harness.db,
+        "SELECT (SELECT count(*) FROM herald.change_log WHERE claimed_at IS NULL) AS unclaimed,"
+        " (SELECT count(*) FROM herald.jobs WHERE status = 'running') AS running,"
+        " (SELECT count(*) FROM herald.orchestrator_runs WHERE status = 'running') AS runs",
+    )[0]
     at = harness.received()
-    running = proc.poll() is None
     try:
         postgres_server.restart("immediate")
     finally:
         _ensure_postgres(postgres_server)
     out, err = proc.communicate(timeout=150)
     print(
-        f"\n  restarted at {at} emails (orchestrator still running: {running}); "
-        f"that run: rc={proc.returncode} {out.strip()} {_tail(err, 1)}"
+        f"\n  restarted at {at} emails; just before: {before}; "
+        f"the orchestrate run: rc={proc.returncode} {out.strip()} {_tail(err, 1)}"
     )
     print(f"  orchestrate after: {harness.orchestrate()}")
     harness.wait_done(SMALL_N)
@@ -385,8 +392,18 @@ def test_postgres_immediate_restart_mid_run(harness, postgres_server):
         "SELECT status, count(*) AS n, sum(claimed) AS claimed FROM herald.orchestrator_runs "
         "GROUP BY 1 ORDER BY 1",
     )
-    print(f"  orchestrator runs: {runs}")
+    retried = sql(harness.db, "SELECT count(*) AS n FROM herald.jobs WHERE attempts > 1")[0]["n"]
+    print(f"  orchestrator runs (a crashed run stays 'running'): {runs}; jobs run again: {retried}")
     assert_clean(report, emails=SMALL_N)
+
+
+def _claimed(db: str) -> int:
+    try:
+        return sql(db, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NOT NULL")[
+            0
+        ]["n"]
+    except psycopg.OperationalError:
+        return 0
 
 
 def _ensure_postgres(server) -> None:
@@ -504,3 +521,43 @@ def test_five_orchestrators_at_once_never_claim_a_change_twice(harness):
         "ON c.id = ANY(n.change_ids) GROUP BY c.id HAVING count(n.id) <> 1",
     )
     assert per_change == []
+
+
+# -- the checker itself -----------------------------------------------------------------------
+
+
+def test_the_checker_counts_lost_duplicated_and_unexpected(herald_db, pool):
+    """A checker that cannot fail proves nothing: feed it a log with each kind of fault."""
+    from dataclasses import dataclass
+
+    from orchestrator.orchestrate import run_orchestrator
+    from orchestrator.render import message_id_for
+    from tests.helpers import RecordingPublisher
+
+    @dataclass
+    class Email:
+        message_id: str | None
+        rcpt_tos: list[str]
+
+    settings = settings_from_mapping(
+        tomllib.loads(fault_toml()), {"HERALD_DATABASE_URL": herald_db}
+    )
+    insert_classes(herald_db, 5)
+    run_orchestrator(pool, settings, RecordingPublisher())
+    insert_classes(herald_db, 1, offset=5)  # never claimed: its email is lost all the same
+    nids = [r["id"] for r in sql(herald_db, "SELECT id FROM herald.notifications ORDER BY id")]
+    mids = [message_id_for(n, RECIPIENT, settings.mail_domain) for n in nids]
+    log = [
+        Email(mids[0], [RECIPIENT]),  # ok
+        Email(mids[1], [RECIPIENT]),  # duplicated (same Message-ID twice)
+        Email(mids[1], [RECIPIENT]),
+        Email(mids[2], ["someone-else@example.com"]),  # unexpected: wrong recipient
+        Email(message_id_for(10_000, RECIPIENT, settings.mail_domain), [RECIPIENT]),  # unknown
+        Email(mids[3], [RECIPIENT]),  # ok
+    ]  # mids[2] never reached its recipient, mids[4] never sent: lost, with the unclaimed one
+    report = check(herald_db, log, settings)
+    print(f"\n  {report}")
+    assert (report.changes, report.expected) == (6, 6)
+    assert (report.ok, report.duplicated, report.extra_copies) == (2, 1, 1)
+    assert (report.lost, report.unexpected) == (3, 2)
+    assert report.batches == 1 and report.overlapping_batches == 0
