@@ -49,6 +49,9 @@ JITTER = 0.25
 class Deferred(dramatiq.errors.Retry):
     """The job was put off, not failed: retried after `delay` ms without spending a retry."""
 
+    #: Read by the Prometheus middleware (monitoring/ does not import actors/).
+    is_deferral = True
+
     def __init__(self, reason: str, delay: int) -> None:
         super().__init__(reason, delay=delay)
         self.reason = reason

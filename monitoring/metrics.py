@@ -93,6 +93,7 @@ JOB_STATUS_LABELS: tuple[str, str, str] = ("actor", "queue", "status")
 JOBS_COMPLETED = "herald_jobs_completed_total"
 JOBS_FAILED = "herald_jobs_failed_total"
 JOBS_RETRIED = "herald_jobs_retried_total"
+JOBS_DEFERRED = "herald_jobs_deferred_total"
 JOB_DURATION = "herald_job_duration_seconds"
 JOBS_RUNNING = "herald_jobs_running"
 DELIVERIES = "herald_deliveries_total"
@@ -128,6 +129,9 @@ HELP: dict[str, str] = {
         "the job is marked failed in the ledger."
     ),
     JOBS_RETRIED: "Job attempts that failed and were scheduled to be retried.",
+    JOBS_DEFERRED: (
+        "Job attempts put off (circuit breaker open, rate limit reached) without spending a retry."
+    ),
     JOB_DURATION: "Wall time of one job attempt, in seconds, whatever its outcome.",
     JOBS_RUNNING: "Job attempts executing right now, summed over live worker processes.",
     DELIVERIES: "SMTP deliveries by terminal status (sent, failed, ambiguous).",
@@ -173,6 +177,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     JOBS_COMPLETED: ACTOR_LABELS,
     JOBS_FAILED: ACTOR_LABELS,
     JOBS_RETRIED: ACTOR_LABELS,
+    JOBS_DEFERRED: ACTOR_LABELS,
     JOB_DURATION: ACTOR_LABELS,
     JOBS_RUNNING: ACTOR_LABELS,
     DELIVERIES: ("status",),
@@ -192,6 +197,7 @@ TYPES: dict[str, str] = {
     JOBS_COMPLETED: "counter",
     JOBS_FAILED: "counter",
     JOBS_RETRIED: "counter",
+    JOBS_DEFERRED: "counter",
     JOB_DURATION: "histogram",
     JOBS_RUNNING: "gauge",
     DELIVERIES: "counter",
@@ -210,6 +216,7 @@ WORKER_METRICS: tuple[str, ...] = (
     JOBS_COMPLETED,
     JOBS_FAILED,
     JOBS_RETRIED,
+    JOBS_DEFERRED,
     JOB_DURATION,
     JOBS_RUNNING,
     DELIVERIES,
@@ -245,6 +252,7 @@ class WorkerMetrics:
     completed: Counter
     failed: Counter
     retried: Counter
+    deferred: Counter
     duration: Histogram
     running: Gauge
     deliveries: Counter
@@ -270,6 +278,9 @@ def create_worker_metrics(registry: CollectorRegistry | None = None) -> WorkerMe
         failed=Counter(_base_name(JOBS_FAILED), HELP[JOBS_FAILED], ACTOR_LABELS, registry=registry),
         retried=Counter(
             _base_name(JOBS_RETRIED), HELP[JOBS_RETRIED], ACTOR_LABELS, registry=registry
+        ),
+        deferred=Counter(
+            _base_name(JOBS_DEFERRED), HELP[JOBS_DEFERRED], ACTOR_LABELS, registry=registry
         ),
         duration=Histogram(
             JOB_DURATION,
@@ -303,7 +314,13 @@ def init_worker_labels(metrics: WorkerMetrics, actors: Mapping[str, str] = KNOWN
     file, which is enough: the collector sums them.
     """
     for actor, queue in {**KNOWN_ACTORS, **actors}.items():
-        for metric in (metrics.completed, metrics.failed, metrics.retried, metrics.duration):
+        for metric in (
+            metrics.completed,
+            metrics.failed,
+            metrics.retried,
+            metrics.deferred,
+            metrics.duration,
+        ):
             metric.labels(actor=actor, queue=queue)
         # Gauges need an explicit value to get a file entry in multiprocess mode.
         metrics.running.labels(actor=actor, queue=queue).inc(0)

@@ -230,6 +230,9 @@ class Prometheus(Middleware):
             self.metrics.failed.labels(*labels).inc()
             if message.actor_name == DELIVERY_ACTOR:
                 self.metrics.deliveries.labels(status="failed").inc()
+        elif getattr(exception, "is_deferral", False):
+            # Put off (breaker open, rate limited): no retry spent, so not a retry here either.
+            self.metrics.deferred.labels(*labels).inc()
         else:
             self.metrics.retried.labels(*labels).inc()
 

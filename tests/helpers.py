@@ -14,6 +14,8 @@ from orchestrator.ledger import JobRef
 
 ROUTES: dict[str, Any] = {
     "mail": {"from": "Herald <herald@example.com>"},
+    # Short breaker periods: tests that fail SMTP on purpose must not wait 30 s for a probe.
+    "breakers": {"reset_seconds": 0.2},
     "ai": {
         "enabled": True,
         "model": "test-model",

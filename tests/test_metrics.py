@@ -205,3 +205,23 @@ def test_herald_puts_the_middleware_after_the_ledger_and_before_retries() -> Non
 
     kinds = [type(m) for m in middleware()]
     assert kinds.index(Ledger) < kinds.index(Prometheus) < kinds.index(Retries)
+
+
+def test_a_deferral_is_counted_as_deferred_not_as_a_retry(harness: Harness) -> None:
+    from actors.deferral import Deferred
+
+    calls = []
+
+    @dramatiq.actor(broker=harness.broker, queue_name="work")
+    def job(_arg: str) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Deferred("smtp circuit open", delay=1)
+
+    job.send("go")
+    harness.run("work")
+
+    labels = {"actor": "job", "queue": "work"}
+    assert harness.value(metrics.JOBS_DEFERRED, **labels) == 1
+    assert harness.value(metrics.JOBS_RETRIED, **labels) == 0
+    assert harness.value(metrics.JOBS_COMPLETED, **labels) == 1
