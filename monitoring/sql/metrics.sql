@@ -36,6 +36,7 @@ SELECT 'breakers', NULL, NULL, NULL,
        (to_regclass('herald.circuit_breakers') IS NOT NULL)::int::float8;
 
 -- name: circuit_breakers
--- Only run when the table exists (no breakers are implemented yet). Expected shape:
+-- Only run when the table exists (migration 0003 creates it; guarded so an exporter in
+-- front of an older schema still works). Shape:
 -- one row per breaker, `breaker` text and `open` boolean.
 SELECT breaker, open FROM herald.circuit_breakers;
