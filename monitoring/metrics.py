@@ -51,6 +51,7 @@ KNOWN_ACTORS: dict[str, str] = {
     "enrich": "enrich",
     "send_email": "email",
     "sweep": "maintenance",
+    "purge": "maintenance",
 }
 
 #: ``herald_deliveries_total{status}``: the terminal outcomes of one SMTP delivery.
