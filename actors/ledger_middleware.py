@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from psycopg_pool import ConnectionPool
 
 from orchestrator import ledger
@@ -35,6 +35,10 @@ def job_id_of(message: dramatiq.Message) -> int | None:
 def describe(exception: BaseException) -> str:
     text = f"{type(exception).__name__}: {exception}"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class LedgerUnavailable(MiddlewareError):
+    """The ledger could not be reached before an attempt: the attempt fails and is retried."""
 
 
 class Ledger(Middleware):
@@ -65,8 +69,14 @@ class Ledger(Middleware):
             )
             message.fail()
             raise SkipMessage("malformed message")
-        with self.pool().connection() as conn:
-            run, status = ledger.start_attempt(conn, job_id)
+        try:
+            with self.pool().connection() as conn:
+                run, status = ledger.start_attempt(conn, job_id)
+        except Exception as exc:
+            # Dramatiq logs and swallows anything a before-hook raises except a MiddlewareError,
+            # then runs the actor: it would find the job not running, do nothing, and the
+            # message would be acked with the job still open (lost). Fail the attempt instead.
+            raise LedgerUnavailable(f"job {job_id}: could not mark it running: {exc}") from exc
         if not run:
             logger.info("Skipping job %d: it is %s", job_id, status or "unknown to the ledger")
             raise SkipMessage(f"job {job_id} is {status}")

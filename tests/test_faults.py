@@ -227,6 +227,17 @@ class Harness:
             self.db, self.smtp.messages, self.settings, elapsed=time.monotonic() - self.started
         )
         print(f"\n  {report} nudges={self.nudges}")
+        if report.open_jobs or report.lost or report.failed:
+            for row in sql(
+                self.db,
+                "SELECT j.id, j.actor, j.status, j.attempts, j.change_id, j.created_at,"
+                " j.published_at, j.started_at, j.eta, j.last_error, d.status AS delivery,"
+                " d.attempts AS delivery_attempts, d.ambiguous"
+                " FROM herald.jobs j LEFT JOIN herald.deliveries d"
+                " ON d.notification_id = j.notification_id AND d.recipient = j.recipient"
+                " WHERE j.status NOT IN ('complete', 'superseded') ORDER BY j.id LIMIT 10",
+            ):
+                print(f"  not complete: {row}")
         return report
 
 
@@ -561,3 +572,33 @@ def test_the_checker_counts_lost_duplicated_and_unexpected(herald_db, pool):
     assert (report.ok, report.duplicated, report.extra_copies) == (2, 1, 1)
     assert (report.lost, report.unexpected) == (3, 2)
     assert report.batches == 1 and report.overlapping_batches == 0
+
+
+# -- the ledger unreachable at the start of an attempt ----------------------------------------
+
+
+def test_a_ledger_outage_before_an_attempt_retries_it_instead_of_dropping_it(
+    stub_pipeline, herald_db, monkeypatch
+):
+    """Found by the PostgreSQL restart test: Dramatiq logs and swallows an exception from a
+    before-hook and runs the actor anyway. When the Ledger could not mark the job running,
+    send_email then found it not running, did nothing, and the message was acked: the job
+    stayed open with no message left to run it (lost; never swept when it had no attempts)."""
+    from actors import ledger_middleware
+
+    real, calls = ledger_middleware.ledger.start_attempt, []
+
+    def unreachable_once(conn, job_id):
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return real(conn, job_id)
+
+    monkeypatch.setattr(ledger_middleware.ledger, "start_attempt", unreachable_once)
+    sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
+    sql(herald_db, "UPDATE classes SET seats = 3")  # one change, two recipients
+    stub_pipeline.orchestrate()
+    jobs = sql(herald_db, "SELECT status, count(*) AS n FROM herald.jobs GROUP BY 1")
+    print(f"\n  start_attempt calls={len(calls)} sent={len(stub_pipeline.mailer.sent)} {jobs}")
+    assert len(stub_pipeline.mailer.sent) == 2
+    assert jobs == [{"status": "complete", "n": 2}]
