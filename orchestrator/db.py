@@ -6,6 +6,9 @@ knows how to make them. Rows come back as dicts so services read as the domain.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +27,29 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)  # type: ignore[arg-type]
 
 
-def get_pool(url: str, *, max_size: int = 16) -> ConnectionPool:
+def default_pool_size() -> int:
+    """`HERALD_DB_POOL_SIZE`, else enough for every worker thread plus a few.
+
+    A job may hold one connection while it checks out another (the email step keeps its
+    delivery lock's connection while the SMTP breaker reads its state): a pool no larger
+    than the thread count can then deadlock until the pool times out (30 s). With more
+    connections than threads, some thread can always finish.
+    """
+    configured = os.environ.get("HERALD_DB_POOL_SIZE")
+    if configured:
+        return int(configured)
+    threads = 8  # Dramatiq's default
+    argv = sys.argv
+    for flag in ("--threads", "-t"):
+        if flag in argv[:-1]:
+            with contextlib.suppress(ValueError):
+                threads = int(argv[argv.index(flag) + 1])
+    return max(16, threads + 4)
+
+
+def get_pool(url: str, *, max_size: int | None = None) -> ConnectionPool:
     """The process-wide pool for `url` (created lazily: workers fork before first use)."""
+    max_size = max_size or default_pool_size()
     with _lock:
         pool = _pools.get(url)
         if pool is None:
