@@ -344,11 +344,9 @@ def test_rabbitmq_stop_and_start_mid_run(harness, rabbitmq_server, rabbitmq_url)
         insert_classes(harness.db, SMALL_N - first, offset=first)
         during = harness.orchestrate()
         time.sleep(3)
-        rabbitmq_server.start_app()
-        stopped = False
     finally:
         if stopped:
-            rabbitmq_server.start_app()
+            _start_rabbitmq(rabbitmq_server)
     unpublished = sql(
         harness.db,
         "SELECT count(*) AS n FROM herald.jobs WHERE published_at IS NULL AND status = 'pending'",
@@ -363,6 +361,22 @@ def test_rabbitmq_stop_and_start_mid_run(harness, rabbitmq_server, rabbitmq_url)
     print(f"  consumers on 'email' after the outage: {consumers}")
     assert_clean(report, emails=SMALL_N)
     assert consumers >= 1
+
+
+def _start_rabbitmq(server) -> None:
+    """start_app, again while its port is taken: the node listens on a port from the
+    ephemeral range (tests/services), which any outgoing connection on this machine may
+    borrow while the node is stopped."""
+    for _ in range(30):
+        try:
+            server.start_app()
+            return
+        except RuntimeError as exc:
+            if "eaddrinuse" not in str(exc):
+                raise
+            print("  start_app: the AMQP port is in use by another socket; retrying")
+            time.sleep(2)
+    server.start_app()
 
 
 # -- PostgreSQL crash restart -----------------------------------------------------------------
