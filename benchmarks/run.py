@@ -278,7 +278,8 @@ def render(out: dict) -> str:
     if "soak" in res:
         soak = res["soak"]
         rows.append((f"worker RSS over {soak['changes']:,}-change soak (MB)",
-                     f"{soak['rss_start_mb']} -> {soak['rss_end_mb']}", "", ""))  # fmt: skip
+                     "/".join(f"{x:.0f}" for x in soak["rss_start_mb"]) + " -> "
+                     + "/".join(f"{x:.0f}" for x in soak["rss_end_mb"]), "", ""))  # fmt: skip
     row("  RSS growth (%)", "rss_growth_pct", "+.1f", "within +-10")
     row("  RSS max per process (MB)", "rss_max_mb", ".0f", "<= 150")
     row("seeds' design (changes/s)", "seeds_per_s", ".3f", "")
