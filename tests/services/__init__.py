@@ -7,6 +7,7 @@ Every server binds 127.0.0.1 only and is stopped by its fixture.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -37,6 +38,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def stable_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) -> int:
+    """A free port *below* the kernel's ephemeral range (32768+ by default).
+
+    A server that fault tests stop and start again (RabbitMQ, PostgreSQL) must get its
+    port back: outgoing connections take ephemeral ports, and one of them can grab the
+    port of a server that is down for a moment, so its restart fails with EADDRINUSE.
+    """
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return free_port(host)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from tests.services import ServiceUnavailable, free_port
+from tests.services import ServiceUnavailable, stable_port
 
 POSTGRES_USER = "postgres"
 # When root, the wheel's own convention: run the server as this unprivileged system user.
@@ -223,7 +223,7 @@ def start_postgres() -> PostgresService:
         return ExternalPostgres(external)
     bin_dir = _bin_dir()
     _prepare_root(bin_dir)
-    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="herald-pg-")), bin_dir, free_port())
+    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="herald-pg-")), bin_dir, stable_port())
     atexit.register(server.close)  # if the fixture's teardown never runs
     try:
         server.init()

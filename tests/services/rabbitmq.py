@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from tests.services import ServiceUnavailable, free_port, port_open, wait_until
+from tests.services import ServiceUnavailable, port_open, stable_port, wait_until
 
 LIB_BIN = Path("/usr/lib/rabbitmq/bin")
 USER = "guest"
@@ -134,13 +134,13 @@ class LocalRabbitMQ(RabbitMQService):
     """A node of our own; also exposes ``ctl``, ``stop_app`` and ``start_app`` for fault tests."""
 
     def __init__(self, base_dir: Path) -> None:
-        super().__init__("127.0.0.1", free_port(), None)
+        super().__init__("127.0.0.1", stable_port(), None)
         self.base_dir = base_dir
         self.node = f"herald-test-{secrets.token_hex(4)}@localhost"
-        self.dist_port = free_port()
-        self.epmd_port = free_port()
-        self.prometheus_port = free_port()
-        self.management_port = free_port()
+        self.dist_port = stable_port()
+        self.epmd_port = stable_port()
+        self.prometheus_port = stable_port()
+        self.management_port = stable_port()
         self.management_url = f"http://{USER}:{PASSWORD}@127.0.0.1:{self.management_port}"
         self.log_file = base_dir / "server.out"
         self.process: subprocess.Popen[bytes] | None = None
