@@ -1,10 +1,10 @@
--- The herald schema as the migrations build it (tests/test_migrations.py checks they agree).
--- Reference only: `herald db upgrade` applies migrations/, never this file.
+-- The herald schema as the migrations leave it, written out whole for reading.
+-- Reference only: `herald db upgrade` applies migrations/, never this file;
+-- tests/test_migrations.py checks that both produce the same catalog.
 
 CREATE SCHEMA herald;
 
 CREATE TABLE herald.migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-
 
 CREATE TABLE herald.change_log (
     id          bigserial PRIMARY KEY,
@@ -49,7 +49,16 @@ BEGIN
 END;
 $$;
 
--- Attaches the change-log trigger to an application table (idempotent).
+-- Attaches the change-log trigger (one row per change) and the notify trigger (one
+-- NOTIFY per statement, which wakes the orchestrator) to an application table.
+CREATE FUNCTION herald.notify_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('herald_changes', '');
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION herald.track(target regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -71,6 +80,10 @@ BEGIN
     EXECUTE format(
         'CREATE TRIGGER herald_change_log AFTER INSERT OR UPDATE OR DELETE ON %s '
         'FOR EACH ROW EXECUTE FUNCTION herald.record_change(%s)', target, args);
+    EXECUTE format('DROP TRIGGER IF EXISTS herald_notify ON %s', target);
+    EXECUTE format(
+        'CREATE TRIGGER herald_notify AFTER INSERT OR UPDATE OR DELETE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION herald.notify_changes()', target);
 END;
 $$;
 
@@ -78,6 +91,7 @@ CREATE FUNCTION herald.untrack(target regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS herald_change_log ON %s', target);
+    EXECUTE format('DROP TRIGGER IF EXISTS herald_notify ON %s', target);
 END;
 $$;
 
@@ -109,8 +123,16 @@ CREATE TABLE herald.notifications (
     ai             boolean     NOT NULL DEFAULT false,
     on_ai_failure  text        NOT NULL DEFAULT 'send',
     priority       text        NOT NULL DEFAULT 'normal',
-    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Debounce: changes to one row inside a route's window fold into one notification.
+    debounce_key     text,
+    first_change_at  timestamptz,
+    due_at           timestamptz
 );
+CREATE INDEX notifications_debounce_idx ON herald.notifications (debounce_key, id)
+    WHERE debounce_key IS NOT NULL;
+-- Retention: a change-log row is purged only when no remaining notification lists it.
+CREATE INDEX notifications_change_ids_idx ON herald.notifications USING gin (change_ids);
 
 -- The job ledger, and the outbox: a job row is written in the same transaction as the
 -- step that decides it, and published after commit (published_at records when).
@@ -133,11 +155,15 @@ CREATE TABLE herald.jobs (
     started_at       timestamptz,
     finished_at      timestamptz,
     eta              timestamptz,
-    last_error       text
+    last_error       text,
+    -- Times the job was put off (breaker open, rate limit) without spending an attempt.
+    deferrals        integer     NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_open_idx ON herald.jobs (actor, created_at) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_status_idx ON herald.jobs (status, actor);
 CREATE INDEX jobs_notification_idx ON herald.jobs (notification_id);
+-- Debounced jobs whose due time has come and that were never published.
+CREATE INDEX jobs_due_idx ON herald.jobs (eta) WHERE status = 'pending' AND published_at IS NULL;
 -- Unique jobs: no two open jobs share an actor and unique key.
 CREATE UNIQUE INDEX jobs_unique_open_idx ON herald.jobs (actor, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
@@ -170,86 +196,6 @@ CREATE TABLE herald.deliveries (
     UNIQUE (notification_id, recipient)
 );
 
-ALTER TABLE herald.notifications
-    ADD COLUMN debounce_key     text,
-    ADD COLUMN first_change_at  timestamptz,
-    ADD COLUMN due_at           timestamptz;
-
-CREATE INDEX notifications_debounce_idx ON herald.notifications (debounce_key, id)
-    WHERE debounce_key IS NOT NULL;
-
--- Jobs whose due time has come and that were never published.
-CREATE INDEX jobs_due_idx ON herald.jobs (eta) WHERE status = 'pending' AND published_at IS NULL;
-
--- Retention (herald jobs purge): a change-log row is purged only when no remaining
--- notification lists it, found through this index rather than a scan per row.
-CREATE INDEX notifications_change_ids_idx ON herald.notifications USING gin (change_ids);
-
--- Herald 0.5: wake the orchestrator when changes commit (LISTEN/NOTIFY).
--- herald.track also installs a statement-level trigger that notifies 'herald_changes'
--- once per statement (PostgreSQL folds identical notifications of one transaction and
--- delivers them at commit); tables tracked before this migration get it too.
-
-CREATE OR REPLACE FUNCTION herald.notify_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('herald_changes', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION herald.track(target regclass) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    pk_cols text[];
-    args    text;
-BEGIN
-    SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
-      INTO pk_cols
-      FROM pg_index i
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-     WHERE i.indrelid = target AND i.indisprimary;
-    IF pk_cols IS NULL THEN
-        RAISE EXCEPTION 'herald.track: table % has no primary key', target
-            USING HINT = 'Herald names each change by its primary key; add one to the table.',
-                  ERRCODE = 'invalid_table_definition';
-    END IF;
-    SELECT string_agg(quote_literal(c), ', ') INTO args FROM unnest(pk_cols) AS c;
-    EXECUTE format('DROP TRIGGER IF EXISTS herald_change_log ON %s', target);
-    EXECUTE format(
-        'CREATE TRIGGER herald_change_log AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION herald.record_change(%s)', target, args);
-    EXECUTE format('DROP TRIGGER IF EXISTS herald_notify ON %s', target);
-    EXECUTE format(
-        'CREATE TRIGGER herald_notify AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION herald.notify_changes()', target);
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION herald.untrack(target regclass) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS herald_change_log ON %s', target);
-    EXECUTE format('DROP TRIGGER IF EXISTS herald_notify ON %s', target);
-END;
-$$;
-
--- Tables tracked before this migration get the notify trigger as well.
-DO $$
-DECLARE
-    tracked regclass;
-BEGIN
-    FOR tracked IN SELECT DISTINCT tgrelid::regclass FROM pg_trigger
-                    WHERE tgname = 'herald_change_log' AND NOT tgisinternal LOOP
-        PERFORM herald.track(tracked);
-    END LOOP;
-END;
-$$;
-
--- ---- migrations/0003_breakers_and_rate_limits.sql ----
--- Herald 0.3: circuit breakers and global rate limits, shared by every worker process on
--- every machine (orchestrator/breaker.py, orchestrator/ratelimit.py).
-
 -- One row per external dependency (smtp, ai). `open` is what the exporter exports as
 -- herald_circuit_breaker_open{breaker}: true while calls are refused (open, and half_open
 -- while its one probe is out). `opened_at` is when the outage began: a failed probe
@@ -273,6 +219,3 @@ CREATE TABLE herald.rate_limits (
     next_slot   timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-
--- Times a job was put off (breaker open, rate limit) without an attempt being spent.
-ALTER TABLE herald.jobs ADD COLUMN deferrals integer NOT NULL DEFAULT 0;
