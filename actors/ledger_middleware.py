@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from psycopg_pool import ConnectionPool
 
-from orchestrator import ledger
+from orchestrator import db, ledger
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class Ledger(Middleware):
             message.fail()
             raise SkipMessage("malformed message")
         try:
-            with self.pool().connection() as conn:
+            # One statement, one round trip: mark it running and read what the step needs.
+            with db.autocommit(self.pool()) as conn:
                 run, status = ledger.start_attempt(conn, job_id)
         except Exception as exc:
             # Dramatiq logs and swallows anything a before-hook raises except a MiddlewareError,
@@ -80,6 +81,9 @@ class Ledger(Middleware):
         if not run:
             logger.info("Skipping job %d: it is %s", job_id, status or "unknown to the ledger")
             raise SkipMessage(f"job {job_id} is {status}")
+        attempt = ledger.take_loaded(job_id)
+        if attempt is not None:
+            ledger.begin(attempt)  # the step reads it instead of loading the job again
 
     def after_process_message(
         self,
@@ -94,13 +98,21 @@ class Ledger(Middleware):
         job_id = job_id_of(message)
         if job_id is None:
             return
-        with self.pool().connection() as conn:
+        attempt = ledger.end(job_id)
+        if exception is None and attempt is not None and attempt.completed:
+            return  # the step completed the job in its own transaction (e.g. with the delivery)
+        with db.autocommit(self.pool()) as conn:
             if exception is None:
                 ledger.complete(conn, job_id)
             elif message.failed:
                 ledger.fail(conn, job_id, describe(exception))
             else:
                 ledger.will_retry(conn, job_id, describe(exception))
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        job_id = job_id_of(message)
+        if job_id is not None:
+            ledger.end(job_id)
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Only retries are enqueued with a delay: record when the next attempt is due.

@@ -17,8 +17,10 @@ count as failures nor reset the count. They say something about one message, not
 the service's health, and treating a 5xx as a success would let a run of refused
 recipients hide a failing server. A probe that ends neutral gives the probe back at once.
 
-State is read with one primary-key lookup per call; writes happen only on failures, on a
-success that ends a run of failures, and around probes.
+State is read with one primary-key lookup per call, or not at all when the caller read it
+moments before (the ledger middleware reads every breaker's state in the statement that
+starts a job: `known_state`); writes happen only on failures, on a success that ends a run
+of failures (the email step folds that into its delivery's commit), and around probes.
 """
 
 from __future__ import annotations
@@ -58,13 +60,25 @@ class CircuitBreaker:
     """One shared breaker; every method takes the pool and uses a short connection of its own
     (so a caller's transaction never decides whether a probe claim is committed)."""
 
-    def __init__(self, name: str, *, failure_threshold: int = 5, reset_seconds: float = 30.0):
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        reset_seconds: float = 30.0,
+        known_state: str | None = None,
+    ):
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
+        #: The state read for this call by the caller ("closed": admit without a round trip;
+        #: anything else, or None, reads it again and may claim the probe).
+        self.known_state = known_state
 
     def admit(self, pool: ConnectionPool) -> bool:
         """Let a call through (returns True when it is the probe) or raise CircuitOpen."""
+        if self.known_state == "closed":
+            return False
         with pool.connection() as conn:
             row = conn.execute(queries["breaker_state"], {"breaker": self.name}).fetchone()
             if row is None or row["state"] == "closed":
@@ -116,12 +130,17 @@ class CircuitBreaker:
             conn.execute(queries["breaker_release_probe"], {"breaker": self.name})
 
 
-def breaker_for(settings: Settings, name: str) -> CircuitBreaker | None:
+def breaker_for(
+    settings: Settings, name: str, *, known_state: str | None = None
+) -> CircuitBreaker | None:
     b = settings.breakers
     if b.failure_threshold <= 0:
         return None
     return CircuitBreaker(
-        name, failure_threshold=b.failure_threshold, reset_seconds=b.reset_seconds
+        name,
+        failure_threshold=b.failure_threshold,
+        reset_seconds=b.reset_seconds,
+        known_state=known_state,
     )
 
 
@@ -145,6 +164,11 @@ class Call:
     probe: bool = False
     outcome: str | None = None  # None: never made | success | failure | neutral
     error: str = field(default="", repr=False)
+    #: The breaker this call was admitted by (None: no breaker configured).
+    breaker: str | None = None
+    #: Set by a caller that recorded a success in its own transaction (the email step's
+    #: `delivery_sent_job_complete`): `guarded` then writes nothing for it.
+    success_recorded: bool = False
 
     @contextmanager
     def made(self) -> Iterator[None]:
@@ -161,20 +185,24 @@ class Call:
 
 
 @contextmanager
-def guarded(pool: ConnectionPool, settings: Settings, dependency: str) -> Iterator[Call]:
+def guarded(
+    pool: ConnectionPool, settings: Settings, dependency: str, *, known_state: str | None = None
+) -> Iterator[Call]:
     """Admit one call to `dependency` ("smtp" or "ai"), then record how it went.
 
     Admission takes a rate-limit slot (waiting for it when it is under a second away) and
     asks the breaker; either may raise `Postponed` before anything is done. Wrap the call
     itself in `with call.made():`. The outcome is recorded after the caller's own work
     (so a sent email is marked sent first), on connections of its own; a failure to record
-    it is logged, never raised over the caller's result.
+    it is logged, never raised over the caller's result. `known_state`: the breaker's state
+    as the caller just read it ("closed" admits without a round trip).
     """
     limiter: RateLimiter | None = limiter_for(settings, dependency)
     if limiter is not None:
         limiter.acquire(pool)
-    breaker = breaker_for(settings, dependency)
-    call = Call(probe=breaker.admit(pool) if breaker else False)
+    breaker = breaker_for(settings, dependency, known_state=known_state)
+    call = Call(probe=breaker.admit(pool) if breaker else False,
+                breaker=breaker.name if breaker else None)  # fmt: skip
     try:
         yield call
     finally:
@@ -185,6 +213,8 @@ def guarded(pool: ConnectionPool, settings: Settings, dependency: str) -> Iterat
 def _record(pool: ConnectionPool, breaker: CircuitBreaker, call: Call) -> None:
     try:
         if call.outcome == "success":
+            if call.success_recorded and not call.probe:
+                return
             breaker.succeeded(pool, probe=call.probe)
         elif call.outcome == "failure":
             breaker.failed(pool, call.error, probe=call.probe)

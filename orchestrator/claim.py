@@ -19,6 +19,13 @@ def claim_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
     return sorted((Change.from_row(r) for r in rows), key=lambda c: c.id)
 
 
+def lock_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
+    """Lock up to `limit` unclaimed changes, oldest first, inside the caller's transaction;
+    the caller marks them claimed (with their outcomes) before it commits."""
+    rows = conn.execute(queries["lock_changes"], {"limit": limit}).fetchall()
+    return [Change.from_row(r) for r in rows]
+
+
 def set_outcomes(conn: psycopg.Connection, outcomes: list[tuple[int, str, str | None]]) -> None:
     """Record (change id, outcome, error) for a batch in one statement."""
     if not outcomes:

@@ -77,6 +77,8 @@ CHECK_AFTER_IDLE_SECONDS = 1.0
 
 
 def _note_returned(conn: psycopg.Connection) -> None:
+    if conn.autocommit:  # `autocommit()` restores it; never hand out a changed connection
+        conn.autocommit = False
     conn._herald_returned_at = time.monotonic()  # type: ignore[attr-defined]
 
 
@@ -93,6 +95,24 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
     """A pooled connection inside one transaction (commit on success, rollback on error)."""
     with pool.connection() as conn, conn.transaction():
         yield conn
+
+
+@contextmanager
+def autocommit(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection in autocommit mode, back to the pool in the default mode.
+
+    Each statement is then its own transaction in one round trip (no BEGIN and COMMIT
+    around it): for the hot path's single statements, whose CTEs make them atomic.
+    `conn.transaction()` still groups several statements.
+    """
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.autocommit = False
 
 
 def close_pools() -> None:

@@ -11,15 +11,18 @@ the same Message-ID, and the delivery is flagged `ambiguous`, never silently.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.utils import parseaddr
 
 from psycopg_pool import ConnectionPool
 
-from orchestrator import ledger
+from orchestrator import db, ledger
 from orchestrator.adapters.mail import Mailer
 from orchestrator.breaker import Call, guarded
+from orchestrator.ratelimit import limiter_for
 from orchestrator.config import Settings
 from orchestrator.enrich import load_notification
 from orchestrator.errors import PermanentError, TransientError
@@ -54,48 +57,62 @@ def send_notification_email(
     pool: ConnectionPool, settings: Settings, mailer: Mailer, job_id: int
 ) -> DeliveryOutcome:
     """Render and send one job's email; idempotent across redeliveries and retries."""
-    with pool.connection() as conn:
-        job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-        if job is None:
-            raise PermanentError(f"job {job_id} does not exist")
-        if job["status"] != "running":
+    attempt = ledger.current(job_id)
+    if attempt is not None:  # started by the ledger middleware, which read all this
+        job, notification = attempt.job, attempt.notification
+        changes, summary_row = attempt.changes, attempt.summary
+        if notification is None:
+            raise PermanentError(f"notification {job['notification_id']} does not exist")
+        breaker_state: str | None = attempt.breakers.get("smtp", "closed")
+    else:
+        with pool.connection() as conn:
+            job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+            if job is None:
+                raise PermanentError(f"job {job_id} does not exist")
+            if job["status"] != "running":
+                conn.rollback()
+                return DeliveryOutcome("skipped")
+            notification, changes = load_notification(conn, job["notification_id"])
+            summary_row = conn.execute(
+                queries["load_summary"], {"id": notification["id"]}
+            ).fetchone()
             conn.rollback()
-            return DeliveryOutcome("skipped")
-        notification, changes = load_notification(conn, job["notification_id"])
-        summary_row = conn.execute(queries["load_summary"], {"id": notification["id"]}).fetchone()
-        conn.rollback()
+        breaker_state = None  # unknown: the breaker reads it
 
-        recipient = job["recipient"]
-        message_id = message_id_for(notification["id"], recipient, settings.mail_domain)
-        summary, note = summary_for(summary_row)
-        rendered = render_notification(
-            [
-                ChangeView(
-                    change_id=c.id,
-                    table=c.table_name,
-                    operation=c.operation,
-                    row_pk=c.row_pk or {},
-                    old_row=c.old_row,
-                    new_row=c.new_row,
-                    changed_at=c.changed_at,
-                )
-                for c in changes
-            ],
-            summary=summary,
-            summary_note=note,
-            route=notification["route"],
-        )
-        message = build_message(
-            rendered,
-            mail_from=settings.mail_from,
-            recipient=recipient,
-            message_id=message_id,
-            change_ids=[c.id for c in changes],
-        )
+    recipient = job["recipient"]
+    message_id = message_id_for(notification["id"], recipient, settings.mail_domain)
+    summary, note = summary_for(summary_row)
+    rendered = render_notification(
+        [
+            ChangeView(
+                change_id=c.id,
+                table=c.table_name,
+                operation=c.operation,
+                row_pk=c.row_pk or {},
+                old_row=c.old_row,
+                new_row=c.new_row,
+                changed_at=c.changed_at,
+            )
+            for c in changes
+        ],
+        summary=summary,
+        summary_note=note,
+        route=notification["route"],
+    )
+    message = build_message(
+        rendered,
+        mail_from=settings.mail_from,
+        recipient=recipient,
+        message_id=message_id,
+        change_ids=[c.id for c in changes],
+    )
+    delivery = _Delivery(job_id, notification["id"], recipient, message_id, message)
 
-        key = f"delivery:{notification['id']}:{recipient}"
-        got = conn.execute(queries["try_delivery_lock"], {"key": key}).fetchone()
-        conn.commit()
+    # Autocommit: each statement below is its own transaction, one round trip each.
+    with db.autocommit(pool) as conn:
+        if breaker_state == "closed" and limiter_for(settings, "smtp") is None:
+            return _send_fast(conn, pool, settings, mailer, delivery)
+        got = conn.execute(queries["try_delivery_lock"], {"key": delivery.lock_key}).fetchone()
         if not got or not got["locked"]:
             raise TransientError(
                 f"delivery to notification {notification['id']} is being sent elsewhere"
@@ -103,62 +120,127 @@ def send_notification_email(
         try:
             # Rate limit and circuit breaker (may raise Postponed: the job is deferred)
             # before the delivery row is claimed, so a deferral leaves nothing 'sending'.
-            with guarded(pool, settings, "smtp") as call:
-                return _claim_and_send(
-                    conn, job_id, notification["id"], recipient, message_id, message,
-                    settings, mailer, call,
-                )
+            with guarded(pool, settings, "smtp", known_state=breaker_state) as call:
+                claimed = _claim(conn, delivery)
+                if isinstance(claimed, DeliveryOutcome):
+                    return claimed
+                return _send(conn, settings, mailer, delivery, *claimed, call)
         finally:
-            conn.rollback()
-            conn.execute(queries["release_delivery_lock"], {"key": key})
-            conn.commit()
+            _release_lock(conn, delivery)
 
 
-def _claim_and_send(
-    conn, job_id, notification_id, recipient, message_id, message, settings, mailer,
-    call: Call | None = None,
-):
+@dataclass(frozen=True)
+class _Delivery:
+    job_id: int
+    notification_id: int
+    recipient: str
+    message_id: str
+    message: EmailMessage
+
+    @property
+    def lock_key(self) -> str:
+        return f"delivery:{self.notification_id}:{self.recipient}"
+
+    @property
+    def params(self) -> dict:
+        return {"notification_id": self.notification_id, "recipient": self.recipient}
+
+
+def _send_fast(conn, pool, settings, mailer, delivery: _Delivery) -> DeliveryOutcome:
+    """No rate limit and a closed breaker (read as the job started): the advisory lock and
+    the delivery's claim in one statement, the send, then sent + complete in one."""
+    with guarded(pool, settings, "smtp", known_state="closed") as call:
+        try:
+            got = conn.execute(
+                queries["lock_and_insert_delivery"],
+                {**delivery.params, "key": delivery.lock_key,
+                 "message_id_header": delivery.message_id},
+            ).fetchone()  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(Exception):  # it may have been taken before the failure
+                _release_lock(conn, delivery)
+            raise
+        if not got or not got["locked"]:
+            raise TransientError(
+                f"delivery to notification {delivery.notification_id} is being sent elsewhere"
+            )
+        try:
+            if got["id"] is None:  # the row exists: an earlier attempt got this far
+                claimed = _claim(conn, delivery)
+                if isinstance(claimed, DeliveryOutcome):
+                    return claimed
+            else:
+                claimed = (got, False)
+            return _send(conn, settings, mailer, delivery, *claimed, call)
+        finally:
+            _release_lock(conn, delivery)
+
+
+def _release_lock(conn, delivery: _Delivery) -> None:
+    conn.execute(queries["release_delivery_lock"], {"key": delivery.lock_key})
+
+
+def _claim(conn, delivery: _Delivery) -> tuple[dict, bool] | DeliveryOutcome:
+    """Claim the delivery row ('sending'): (row, ambiguous), or the outcome when it was sent."""
     with conn.transaction():
-        params = {"notification_id": notification_id, "recipient": recipient}
+        params = delivery.params
         row = conn.execute(
-            queries["insert_delivery"], {**params, "message_id_header": message_id}
+            queries["insert_delivery"], {**params, "message_id_header": delivery.message_id}
         ).fetchone()
-        if row is None:
-            existing = conn.execute(queries["lock_delivery"], params).fetchone()
-            if existing["status"] == "sent":
-                ledger.complete(conn, job_id)
-                return DeliveryOutcome("already_sent", message_id=message_id)
-            ambiguous = existing["status"] == "sending"
-            row = conn.execute(
-                queries["delivery_attempt"], {"id": existing["id"], "ambiguous": ambiguous}
-            ).fetchone()
-            if ambiguous:
-                logger.warning(
-                    "Delivery %d was left 'sending' by a worker that died; sending again with "
-                    "the same Message-ID (ambiguous)",
-                    existing["id"],
-                )
-        else:
-            ambiguous = False
+        if row is not None:
+            return row, False
+        existing = conn.execute(queries["lock_delivery"], params).fetchone()
+        if existing["status"] == "sent":
+            ledger.complete(conn, delivery.job_id)
+            _completed(delivery.job_id)
+            return DeliveryOutcome("already_sent", message_id=delivery.message_id)
+        ambiguous = existing["status"] == "sending"
+        row = conn.execute(
+            queries["delivery_attempt"], {"id": existing["id"], "ambiguous": ambiguous}
+        ).fetchone()
+        if ambiguous:
+            logger.warning(
+                "Delivery %d was left 'sending' by a worker that died; sending again with "
+                "the same Message-ID (ambiguous)",
+                existing["id"],
+            )
+        return row, ambiguous
+
+
+def _send(
+    conn, settings, mailer, delivery: _Delivery, row: dict, ambiguous: bool, call: Call
+) -> DeliveryOutcome:
     try:
-        with (call or Call()).made():  # what the smtp breaker learns from this send
+        with call.made():  # what the smtp breaker learns from this send
             mailer.send(
-                message,
+                delivery.message,
                 from_addr=_envelope_from(settings.mail_from),
-                to_addrs=[parseaddr(recipient)[1]],
+                to_addrs=[parseaddr(delivery.recipient)[1]],
             )
     except TransientError as exc:
-        with conn.transaction():
-            conn.execute(queries["delivery_released"], {"id": row["id"], "error": str(exc)})
+        conn.execute(queries["delivery_released"], {"id": row["id"], "error": str(exc)})
         raise
     except PermanentError as exc:
-        with conn.transaction():
-            conn.execute(queries["delivery_failed"], {"id": row["id"], "error": str(exc)})
+        conn.execute(queries["delivery_failed"], {"id": row["id"], "error": str(exc)})
         raise
-    with conn.transaction():
-        conn.execute(queries["delivery_sent"], {"id": row["id"]})
-        ledger.complete(conn, job_id)
-    return DeliveryOutcome("sent", ambiguous=ambiguous, message_id=message_id)
+    # Sent, the job complete and (admitted while closed) the breaker's success: one
+    # statement, so one transaction (the connection is in autocommit).
+    fold_breaker = call.breaker is not None and not call.probe
+    conn.execute(
+        queries["delivery_sent_job_complete"],
+        {"delivery_id": row["id"], "job_id": delivery.job_id,
+         "breaker": call.breaker if fold_breaker else None},
+    )  # fmt: skip
+    call.success_recorded = fold_breaker
+    _completed(delivery.job_id)
+    return DeliveryOutcome("sent", ambiguous=ambiguous, message_id=delivery.message_id)
+
+
+def _completed(job_id: int) -> None:
+    """Tell the ledger middleware the job is complete already (its own update is skipped)."""
+    attempt = ledger.current(job_id)
+    if attempt is not None:
+        attempt.completed = True
 
 
 def _envelope_from(mail_from: str) -> str:

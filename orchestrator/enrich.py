@@ -55,13 +55,22 @@ def enrich(
     final_attempt: bool,
 ) -> EnrichOutcome:
     """Summarise one notification and write its email jobs; returns them for publishing."""
-    with pool.connection() as conn:
-        job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-        if job is None:
-            raise PermanentError(f"job {job_id} does not exist")
-        notification, changes = load_notification(conn, job["notification_id"])
-        existing = conn.execute(queries["load_summary"], {"id": notification["id"]}).fetchone()
-        conn.rollback()  # hold no lock while the model thinks
+    attempt = ledger.current(job_id)
+    if attempt is not None:  # started by the ledger middleware, which read all this
+        job, notification = attempt.job, attempt.notification
+        changes, existing = attempt.changes, attempt.summary
+        if notification is None:
+            raise PermanentError(f"notification {job['notification_id']} does not exist")
+    else:
+        with pool.connection() as conn:
+            job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+            if job is None:
+                raise PermanentError(f"job {job_id} does not exist")
+            notification, changes = load_notification(conn, job["notification_id"])
+            existing = conn.execute(
+                queries["load_summary"], {"id": notification["id"]}
+            ).fetchone()
+            conn.rollback()  # hold no lock while the model thinks
 
     summary: Summary | None = None
     aliases: dict[str, str] = {}
@@ -73,7 +82,8 @@ def enrich(
         aliases = aliased.aliases
         try:
             # Rate limit and circuit breaker first: they may raise Postponed (deferred).
-            with guarded(pool, settings, "ai") as call, call.made():
+            known = attempt.breakers.get("ai", "closed") if attempt is not None else None
+            with guarded(pool, settings, "ai", known_state=known) as call, call.made():
                 summary = summariser.summarise(aliased.data)
             status = "offline" if summary.offline else "ok"
         except CircuitOpen as exc:
@@ -137,4 +147,6 @@ def enrich(
             conn.execute(
                 queries["job_note_error"], {"error": f"summary unavailable: {error}", "id": job_id}
             )
+    if attempt is not None:
+        attempt.completed = True  # committed above: the middleware need not complete it
     return EnrichOutcome(status, refs, summary)

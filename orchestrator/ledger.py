@@ -7,12 +7,15 @@ still unpublished after a grace period is published again by a later run.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
+from orchestrator.changes import Change
 from orchestrator.sql import queries
 
 #: Actor name -> queue name, for every actor that has ledger rows.
@@ -71,19 +74,25 @@ def write_jobs(conn: psycopg.Connection, jobs: Sequence[NewJob]) -> list[JobRef]
     """Insert ledger rows in one statement; an already-open duplicate is not written."""
     if not jobs:
         return []
-    rows = conn.execute(
-        queries["insert_jobs"],
-        {
-            "message_ids": [uuid.uuid4() for _ in jobs],
-            "actors": [j.actor for j in jobs],
-            "queues": [ACTOR_QUEUES[j.actor] for j in jobs],
-            "notification_ids": [j.notification_id for j in jobs],
-            "change_ids": [j.change_id for j in jobs],
-            "recipients": [j.recipient for j in jobs],
-            "unique_keys": [j.unique_key for j in jobs],
-            "priorities": [PRIORITIES[j.priority] for j in jobs],
-        },
-    ).fetchall()
+    rows = conn.execute(queries["insert_jobs"], job_params(jobs)).fetchall()
+    return job_refs(rows)
+
+
+def job_params(jobs: Sequence[NewJob]) -> dict[str, list]:
+    """The arrays `insert_jobs` (and the orchestrator's `write_batch`) insert."""
+    return {
+        "message_ids": [uuid.uuid4() for _ in jobs],
+        "actors": [j.actor for j in jobs],
+        "queues": [ACTOR_QUEUES[j.actor] for j in jobs],
+        "notification_ids": [j.notification_id for j in jobs],
+        "change_ids": [j.change_id for j in jobs],
+        "recipients": [j.recipient for j in jobs],
+        "unique_keys": [j.unique_key for j in jobs],
+        "priorities": [PRIORITIES[j.priority] for j in jobs],
+    }
+
+
+def job_refs(rows: Sequence[dict]) -> list[JobRef]:
     return sorted((job_ref(r) for r in rows), key=lambda r: r.id)
 
 
@@ -120,12 +129,90 @@ def publish_due(conn: psycopg.Connection, publish: Publish, *, limit: int = 1000
 
 
 def start_attempt(conn: psycopg.Connection, job_id: int) -> tuple[bool, str | None]:
-    """Mark a job running. Returns (run it?, status found when it must not run)."""
-    row = conn.execute(queries["job_start"], {"id": job_id}).fetchone()
-    if row:
-        return True, None
-    found = conn.execute(queries["job_status"], {"id": job_id}).fetchone()
-    return False, (found["status"] if found else None)
+    """Mark a job running. Returns (run it?, status found when it must not run).
+
+    One statement (`job_start_load`) also reads what the job's step needs; the ledger
+    middleware hands that to the step with `take_loaded` and `begin`.
+    """
+    attempt, status = start_and_load(conn, job_id)
+    _attempts.loaded = attempt
+    return attempt is not None, status
+
+
+@dataclass
+class Attempt:
+    """One running attempt of a job, as the ledger middleware started it (`start_and_load`).
+
+    Holds what the step needs (so it reads nothing more before its own work) and whether
+    the step completed the job in its own transaction (then the middleware does not).
+    """
+
+    job_id: int
+    job: dict[str, Any]
+    notification: dict[str, Any] | None
+    changes: list[Change]
+    summary: dict[str, Any] | None
+    breakers: dict[str, str] = field(default_factory=dict)
+    completed: bool = False
+
+
+def start_and_load(conn: psycopg.Connection, job_id: int) -> tuple[Attempt | None, str | None]:
+    """`start_attempt` and the step's reads in one statement: (the attempt, None) when the
+    job runs, else (None, the status found, None for an unknown job)."""
+    rows = conn.execute(queries["job_start_load"], {"id": job_id}).fetchall()
+    if not rows:
+        return None, None
+    first = rows[0]
+    if not first["started"]:
+        return None, first["found_status"]
+    job = {
+        "id": first["job_id"],
+        "status": "running",
+        "notification_id": first["notification_id"],
+        "change_id": first["job_change_id"],
+        "recipient": first["recipient"],
+    }
+    notification = None
+    if first["n_id"] is not None:
+        notification = {
+            key: first[f"n_{key}"]
+            for key in ("id", "route", "table_name", "row_pk", "change_ids", "recipients", "ai",
+                        "on_ai_failure", "priority", "created_at")
+        }  # fmt: skip
+    summary = None
+    if first["sm_status"] is not None:
+        summary = {key: first[f"sm_{key}"] for key in ("status", "summary", "model", "aliases",
+                                                       "error")}  # fmt: skip
+    changes = [Change.from_row(r) for r in rows if r["id"] is not None]
+    return Attempt(job_id, job, notification, changes, summary, first["breakers"] or {}), None
+
+
+_attempts = threading.local()
+
+
+def take_loaded(job_id: int) -> Attempt | None:
+    """What this thread's last `start_attempt` of `job_id` loaded (once)."""
+    attempt: Attempt | None = getattr(_attempts, "loaded", None)
+    _attempts.loaded = None
+    return attempt if attempt is not None and attempt.job_id == job_id else None
+
+
+def begin(attempt: Attempt) -> None:
+    """The running attempt of this thread (set by the ledger middleware)."""
+    _attempts.current = attempt
+
+
+def current(job_id: int) -> Attempt | None:
+    """This thread's running attempt of `job_id`, if the ledger middleware started one."""
+    attempt: Attempt | None = getattr(_attempts, "current", None)
+    return attempt if attempt is not None and attempt.job_id == job_id else None
+
+
+def end(job_id: int) -> Attempt | None:
+    """Forget this thread's attempt of `job_id`; returns it."""
+    attempt = current(job_id)
+    _attempts.current = None
+    return attempt
 
 
 def complete(conn: psycopg.Connection, job_id: int) -> None:

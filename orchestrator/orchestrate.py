@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from orchestrator import ledger
 from orchestrator.changes import Change, check_change
-from orchestrator.claim import claim_batch, set_outcomes
+from orchestrator.claim import lock_batch
 from orchestrator.config import Route, Settings
 from orchestrator.errors import PermanentError
 from orchestrator.ledger import JobRef, NewJob, Publish
@@ -138,31 +138,64 @@ def write_notifications(
 
     Debounced routes are written apart: their jobs are published later, when due.
     """
+    return write_batch(conn, planned, settings, outcomes=None)
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    planned: list[Planned],
+    settings: Settings,
+    *,
+    outcomes: list[tuple[int, str, str | None]] | None,
+) -> list[JobRef]:
+    """Write a batch: its notifications, their first jobs and (when given) every change's
+    claim and outcome, in one statement (`write_batch`).
+
+    Debounced routes are written apart: their jobs are published later, when due.
+    """
     debounced = [p for p in planned if p.route.debounce_seconds > 0]
     if debounced:
         write_debounced(conn, debounced, settings)
         planned = [p for p in planned if p.route.debounce_seconds == 0]
-    if not planned:
+    if not planned and outcomes is None:
         return []
-    ids = [r["id"] for r in conn.execute(queries["next_notification_ids"], {"n": len(planned)})]
-    conn.execute(
-        queries["insert_notifications"],
-        {
-            "ids": ids,
-            "routes": [p.route.name for p in planned],
-            "tables": [p.change.table_name for p in planned],
-            "row_pks": [Jsonb(p.change.row_pk) for p in planned],
-            "change_ids": [p.change.id for p in planned],
-            "recipients": [_SEP.join(p.route.recipients) for p in planned],
-            "ais": [p.route.ai and settings.ai.enabled for p in planned],
-            "on_ai_failures": [p.route.on_ai_failure for p in planned],
-            "priorities": [p.route.priority for p in planned],
-        },
+    ids = (
+        [r["id"] for r in conn.execute(queries["next_notification_ids"], {"n": len(planned)})]
+        if planned
+        else []
     )
     jobs: list[NewJob] = []
     for nid, p in zip(ids, planned, strict=True):
         jobs.extend(first_jobs(nid, p, settings))
-    return ledger.write_jobs(conn, jobs)
+    notifications = [
+        {
+            "id": nid,
+            "route": p.route.name,
+            "table_name": p.change.table_name,
+            "row_pk": p.change.row_pk,
+            "change_id": p.change.id,
+            "recipients": list(p.route.recipients),
+            "ai": p.route.ai and settings.ai.enabled,
+            "on_ai_failure": p.route.on_ai_failure,
+            "priority": p.route.priority,
+        }
+        for nid, p in zip(ids, planned, strict=True)
+    ]
+    rows = conn.execute(
+        queries["write_batch"],
+        {
+            "outcomes": Jsonb([{"id": i, "outcome": o, "error": e} for i, o, e in outcomes or ()]),
+            "notifications": Jsonb(notifications),
+            "jobs": Jsonb([
+                {"actor": j.actor, "queue": ledger.ACTOR_QUEUES[j.actor],
+                 "notification_id": j.notification_id, "change_id": j.change_id,
+                 "recipient": j.recipient, "unique_key": j.unique_key,
+                 "priority": ledger.PRIORITIES[j.priority]}
+                for j in jobs
+            ]),
+        },
+    ).fetchall()  # fmt: skip
+    return ledger.job_refs(rows)
 
 
 def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[NewJob]:
@@ -187,10 +220,11 @@ def run_batch(pool: ConnectionPool, settings: Settings, publish: Publish, report
             ).fetchone()
             if not locked or not locked["locked"]:
                 return -1
-            changes = claim_batch(conn, settings.orchestrator.batch_size)
+            # Lock the batch's changes, route them, then one statement writes the claims,
+            # outcomes, notifications and jobs (each change row is written once).
+            changes = lock_batch(conn, settings.orchestrator.batch_size)
             planned, outcomes = plan(changes, settings)
-            refs = write_notifications(conn, planned, settings)
-            set_outcomes(conn, outcomes)
+            refs = write_batch(conn, planned, settings, outcomes=outcomes) if changes else []
         # Committed: the jobs exist. Publishing may fail; a later run republishes them.
         try:
             report.published += ledger.publish_and_mark(conn, refs, publish)

@@ -12,6 +12,49 @@ UPDATE herald.change_log AS c
                  FOR UPDATE SKIP LOCKED)
 RETURNING c.id, c.table_name, c.operation, c.row_pk, c.old_row, c.new_row, c.changed_at;
 
+-- name: lock_changes
+-- Lock up to %(limit)s unclaimed changes for this batch's transaction without writing them
+-- yet: claimed_at is set with the outcome by write_batch, in the same transaction, so each
+-- row is written once. SKIP LOCKED lets concurrent claimers pass each other, as above.
+SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
+  FROM herald.change_log
+ WHERE claimed_at IS NULL
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: write_batch
+-- One statement for a batch: every change's claim and outcome, one notification per routed
+-- change (ids from next_notification_ids) and their first jobs. A job whose
+-- (actor, unique_key) is already open is not written twice (as insert_jobs). The jobs'
+-- foreign keys are checked at the end of the statement, when the notifications exist.
+-- Rows come as one JSON array each (a C encoder in Python, one parse here): psycopg
+-- dumps a list parameter element by element in Python, about a fifth of a batch's time.
+WITH outcomes AS (
+    UPDATE herald.change_log AS c
+       SET claimed_at = clock_timestamp(), outcome = u.outcome, error = u.error
+      FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS u(id bigint, outcome text, error text)
+     WHERE c.id = u.id
+), notifications AS (
+    INSERT INTO herald.notifications
+           (id, route, table_name, row_pk, change_ids, recipients, ai, on_ai_failure, priority)
+    SELECT u.id, u.route, u.table_name, u.row_pk, ARRAY[u.change_id], u.recipients, u.ai,
+           u.on_ai_failure, u.priority
+      FROM jsonb_to_recordset(%(notifications)s::jsonb)
+           AS u(id bigint, route text, table_name text, row_pk jsonb, change_id bigint,
+                recipients text[], ai boolean, on_ai_failure text, priority text)
+)
+INSERT INTO herald.jobs (message_id, actor, queue, notification_id, change_id, recipient,
+                         unique_key, priority)
+SELECT gen_random_uuid(), u.actor, u.queue, u.notification_id, u.change_id, u.recipient,
+       u.unique_key, u.priority
+  FROM jsonb_to_recordset(%(jobs)s::jsonb)
+       AS u(actor text, queue text, notification_id bigint, change_id bigint, recipient text,
+            unique_key text, priority smallint)
+ON CONFLICT (actor, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+DO NOTHING
+RETURNING id, message_id, actor, queue, priority;
+
 -- name: set_change_outcomes
 UPDATE herald.change_log AS c
    SET outcome = u.outcome, error = u.error
@@ -79,6 +122,37 @@ UPDATE herald.jobs
    SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
  WHERE id = %(id)s AND status IN ('pending', 'running')
 RETURNING id, status, attempts;
+
+-- name: job_start_load
+-- job_start and, in the same statement, everything the job's step reads: the notification,
+-- its changes (one row each, in id order; one row with NULL change columns when it has
+-- none), its summary and the circuit breakers' states. A job that must not run comes back
+-- as one row with started = false and its status (nothing else loaded); an unknown job as
+-- no row. The SELECT reads the snapshot from before the UPDATE, so found_status is the
+-- status the job had.
+WITH started AS (
+    UPDATE herald.jobs
+       SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
+     WHERE id = %(id)s AND status IN ('pending', 'running')
+    RETURNING id, attempts
+)
+SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
+       s.attempts AS job_attempts, j.notification_id, j.change_id AS job_change_id, j.recipient,
+       n.id AS n_id, n.route AS n_route, n.table_name AS n_table_name, n.row_pk AS n_row_pk,
+       n.change_ids AS n_change_ids, n.recipients AS n_recipients, n.ai AS n_ai,
+       n.on_ai_failure AS n_on_ai_failure, n.priority AS n_priority,
+       n.created_at AS n_created_at,
+       sm.status AS sm_status, sm.summary AS sm_summary, sm.model AS sm_model,
+       sm.aliases AS sm_aliases, sm.error AS sm_error,
+       (SELECT jsonb_object_agg(b.breaker, b.state) FROM herald.circuit_breakers b) AS breakers,
+       c.id, c.table_name, c.operation, c.row_pk, c.old_row, c.new_row, c.changed_at
+  FROM herald.jobs j
+  LEFT JOIN started s ON s.id = j.id
+  LEFT JOIN herald.notifications n ON s.id IS NOT NULL AND n.id = j.notification_id
+  LEFT JOIN herald.summaries sm ON sm.notification_id = n.id
+  LEFT JOIN herald.change_log c ON c.id = ANY (n.change_ids)
+ WHERE j.id = %(id)s
+ ORDER BY c.id;
 
 -- name: job_status
 SELECT id, status FROM herald.jobs WHERE id = %(id)s;
@@ -148,6 +222,26 @@ VALUES (%(notification_id)s, %(recipient)s, %(message_id_header)s, 'sending', 1)
 ON CONFLICT (notification_id, recipient) DO NOTHING
 RETURNING id, status, attempts, ambiguous;
 
+-- name: lock_and_insert_delivery
+-- The email step's fast path (no rate limit, breaker closed): the delivery's advisory lock
+-- (as try_delivery_lock) and, only when it was taken, the delivery row claimed 'sending'
+-- (as insert_delivery), in one statement. locked = false: another worker is sending it;
+-- locked = true with no id: the row exists (lock_delivery says what became of it). The
+-- session-level lock outlives the statement, whatever happens to its transaction.
+WITH l AS MATERIALIZED (
+    SELECT pg_try_advisory_lock(hashtextextended(%(key)s, 0)) AS locked
+), ins AS (
+    INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, status,
+                                   attempts)
+    SELECT %(notification_id)s, %(recipient)s, %(message_id_header)s, 'sending', 1
+      FROM l
+     WHERE l.locked
+    ON CONFLICT (notification_id, recipient) DO NOTHING
+    RETURNING id, status, attempts, ambiguous
+)
+SELECT l.locked, ins.id, ins.status, ins.attempts, ins.ambiguous
+  FROM l LEFT JOIN ins ON true;
+
 -- name: lock_delivery
 SELECT id, status, attempts, ambiguous FROM herald.deliveries
  WHERE notification_id = %(notification_id)s AND recipient = %(recipient)s
@@ -164,6 +258,27 @@ RETURNING id, status, attempts, ambiguous;
 -- name: delivery_sent
 UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
  WHERE id = %(id)s;
+
+-- name: delivery_sent_job_complete
+-- After the SMTP server accepted: the delivery is sent, the job complete and, when the call
+-- was admitted by a closed breaker, a run of failures ended (as breaker_call_succeeded;
+-- %(breaker)s is NULL without a breaker), all in one statement and so one transaction.
+WITH sent AS (
+    UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
+     WHERE id = %(delivery_id)s
+    RETURNING id
+), done AS (
+    UPDATE herald.jobs
+       SET status = 'complete', finished_at = clock_timestamp()
+     WHERE id = %(job_id)s AND status = 'running'
+    RETURNING id
+), breaker AS (
+    UPDATE herald.circuit_breakers
+       SET consecutive_failures = 0, updated_at = clock_timestamp()
+     WHERE breaker = %(breaker)s AND state = 'closed' AND consecutive_failures > 0
+    RETURNING breaker
+)
+SELECT (SELECT count(*) FROM sent) AS sent, (SELECT count(*) FROM done) AS completed;
 
 -- name: delivery_failed
 UPDATE herald.deliveries SET status = 'failed', error = %(error)s WHERE id = %(id)s;
