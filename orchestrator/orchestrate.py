@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -208,8 +212,15 @@ def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[New
     ]
 
 
-def run_batch(pool: ConnectionPool, settings: Settings, publish: Publish, report: RunReport) -> int:
-    """Claim, route and write one batch; publish after commit.
+def run_batch(
+    pool: ConnectionPool,
+    settings: Settings,
+    publish: Publish,
+    report: RunReport,
+    publisher: _Overlapped | None = None,
+) -> int:
+    """Claim, route and write one batch; publish after commit (on `publisher`'s thread
+    while the next batch is claimed, when given).
 
     Returns how many changes were claimed, or -1 when another orchestrator holds the lock.
     """
@@ -226,17 +237,69 @@ def run_batch(pool: ConnectionPool, settings: Settings, publish: Publish, report
             planned, outcomes = plan(changes, settings)
             refs = write_batch(conn, planned, settings, outcomes=outcomes) if changes else []
         # Committed: the jobs exist. Publishing may fail; a later run republishes them.
-        try:
-            report.published += ledger.publish_and_mark(conn, refs, publish)
-        except Exception as exc:  # noqa: BLE001 - any publish failure leaves the outbox to retry
-            logger.error("Publishing %d jobs failed (%s); they will be republished", len(refs), exc)
-            report.errors.append(f"publish: {exc}")
+        if publisher is None:
+            _publish_batch(conn, refs, publish, report)
+    if publisher is not None and refs:
+        publisher.submit(refs)
     report.batches += 1 if changes else 0
     report.claimed += len(changes)
     report.routed += sum(1 for _, o, _ in outcomes if o == "routed")
     report.skipped += sum(1 for _, o, _ in outcomes if o == "skipped")
     report.failed += sum(1 for _, o, _ in outcomes if o == "failed")
     return len(changes)
+
+
+def _publish_batch(conn, refs: Sequence[JobRef], publish: Publish, report: RunReport) -> None:
+    try:
+        report.published += ledger.publish_and_mark(conn, refs, publish)
+    except Exception as exc:  # noqa: BLE001 - any publish failure leaves the outbox to retry
+        logger.error("Publishing %d jobs failed (%s); they will be republished", len(refs), exc)
+        report.errors.append(f"publish: {exc}")
+
+
+class _Overlapped:
+    """Publishes each committed batch on a thread of its own while the next batch is
+    claimed and written (waiting for RabbitMQ's confirms was about a quarter of a run).
+
+    At most one batch is publishing at a time: `submit` first waits for the previous one.
+    Batches are still claimed and written one at a time (the advisory lock), and a batch's
+    jobs are committed before they are published, so the outbox is unchanged: what a crash
+    leaves unpublished, a later run publishes.
+    """
+
+    def __init__(self, pool: ConnectionPool, publish: Publish, report: RunReport) -> None:
+        self.pool, self.publish, self.report = pool, publish, report
+        self._pending: Future[None] | None = None
+
+    def submit(self, refs: Sequence[JobRef]) -> None:
+        self.wait()
+        self._pending = _publish_executor().submit(self._run, refs)
+
+    def _run(self, refs: Sequence[JobRef]) -> None:
+        try:
+            with self.pool.connection() as conn:
+                _publish_batch(conn, refs, self.publish, self.report)
+        except Exception as exc:  # noqa: BLE001 - e.g. no connection for mark_published
+            logger.error("Publishing %d jobs failed (%s); they will be republished", len(refs), exc)
+            self.report.errors.append(f"publish: {exc}")
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+_executor_lock = threading.Lock()
+
+
+def _publish_executor() -> ThreadPoolExecutor:
+    """One publishing thread per process (its RabbitMQ channel is reused across runs)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor[0] != os.getpid():  # not across a fork
+            _executor = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="herald-publish"))
+        return _executor[1]
 
 
 def run_orchestrator(
@@ -250,19 +313,23 @@ def run_orchestrator(
         run_id = conn.execute(queries["start_run"]).fetchone()["id"]  # type: ignore[index]
         conn.commit()
     status, error = "succeeded", None
+    publisher = _Overlapped(pool, publish, report)
     try:
         with pool.connection() as conn:
             report.republished = ledger.republish_stale(
                 conn, publish, grace_seconds=settings.orchestrator.republish_after_seconds
             )
-        while time.monotonic() < deadline:
-            claimed = run_batch(pool, settings, publish, report)
-            if claimed < 0:
-                report.locked_out = True
-                status = "locked"
-                break
-            if claimed < settings.orchestrator.batch_size:
-                break
+        try:
+            while time.monotonic() < deadline:
+                claimed = run_batch(pool, settings, publish, report, publisher)
+                if claimed < 0:
+                    report.locked_out = True
+                    status = "locked"
+                    break
+                if claimed < settings.orchestrator.batch_size:
+                    break
+        finally:
+            publisher.wait()  # the last batch is published (or left to the outbox) first
         with pool.connection() as conn:
             report.published += ledger.publish_due(conn, publish)
     except Exception as exc:
