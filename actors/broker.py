@@ -65,8 +65,10 @@ def build_broker(url: str) -> dramatiq.Broker:
             max_priority=MAX_PRIORITY,
             middleware=middleware(),
         )
-    raise ValueError(f"HERALD_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}:// "
-                     "(use amqp://, amqps:// or stub://)")
+    raise ValueError(
+        f"HERALD_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}:// "
+        "(use amqp://, amqps:// or stub://)"
+    )
 
 
 broker = build_broker(runtime.settings().broker_url)

@@ -170,8 +170,10 @@ class WorkerGroup:
             start_new_session=True,
         )  # fmt: skip
         ready = wait_until(
-            lambda: self.log_path.read_text(errors="replace").count("ready for action")
-            >= processes or self.proc.poll() is not None,
+            lambda: (
+                self.log_path.read_text(errors="replace").count("ready for action") >= processes
+                or self.proc.poll() is not None
+            ),
             timeout=60,
         )
         if not ready or self.proc.poll() is not None:

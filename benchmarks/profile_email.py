@@ -159,9 +159,11 @@ def email_figures(url, pool, settings, args) -> None:
             "SELECT status, count(*) FROM herald.jobs WHERE actor = 'send_email' GROUP BY 1"
         ).fetchall())  # fmt: skip
     times.sort()
-    print(f"email job, one thread: {len(times)} emails in {total:.2f}s = {len(times) / total:,.0f}"
-          f"/s; p50 {statistics.median(times) * 1000:.2f} ms, "
-          f"p95 {times[int(0.95 * (len(times) - 1))] * 1000:.2f} ms; jobs {counts}")
+    print(
+        f"email job, one thread: {len(times)} emails in {total:.2f}s = {len(times) / total:,.0f}"
+        f"/s; p50 {statistics.median(times) * 1000:.2f} ms, "
+        f"p95 {times[int(0.95 * (len(times) - 1))] * 1000:.2f} ms; jobs {counts}"
+    )
     mailer.close()
     runtime.install(None)
 

@@ -46,14 +46,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--runs", type=int, default=3, help="runs per throughput scenario (median)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
-    p.add_argument("--only", nargs="*", default=None,
-                   help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds)",
+    )
     p.add_argument("--processes", type=int, default=2, help="worker processes (AI off)")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process (AI off)")
     p.add_argument("--ai-processes", type=int, default=2, help="worker processes (AI on)")
     p.add_argument("--ai-threads", type=int, default=64, help="threads per process (AI on)")
-    p.add_argument("--prefetch", type=int, default=None,
-                   help="dramatiq_queue_prefetch (default: Dramatiq's, 2 x threads)")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="dramatiq_queue_prefetch (default: Dramatiq's, 2 x threads)",
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="[orchestrator] batch_size")
     p.add_argument("--ai-latency", type=float, default=0.2, help="AI answer time, seconds")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -152,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"orchestrator: {size['orchestrator']} changes, batch {args.batch_size}",
                       flush=True)  # fmt: skip
                 db = svc.database()
-                res["orchestrator"] = median_of(args.runs, lambda: scenarios.orchestrator(
-                    svc, db, changes=size["orchestrator"], batch_size=args.batch_size), "per_s")
+                res["orchestrator"] = median_of(
+                    args.runs,
+                    lambda: scenarios.orchestrator(
+                        svc, db, changes=size["orchestrator"], batch_size=args.batch_size
+                    ),
+                    "per_s",
+                )
             if want & {"e2e_off", "latency", "soak"}:
                 db = svc.database()
                 env = svc.env(db, svc.vhost(), batch_size=args.batch_size, ai_latency=0.0,
@@ -164,19 +177,26 @@ def main(argv: list[str] | None = None) -> int:
                     scenarios.end_to_end(svc, db, table="bench_plain", changes=500)  # warm-up
                     if "e2e_off" in want:
                         print(f"end to end, AI off: {size['e2e_off']} changes", flush=True)
-                        res["e2e_ai_off"] = median_of(args.runs, lambda: scenarios.end_to_end(
-                            svc, db, table="bench_plain", changes=size["e2e_off"]), "per_s")
+                        res["e2e_ai_off"] = median_of(
+                            args.runs,
+                            lambda: scenarios.end_to_end(
+                                svc, db, table="bench_plain", changes=size["e2e_off"]
+                            ),
+                            "per_s",
+                        )
                     if "latency" in want:
                         print(f"latency at 50 changes/s for {size['latency_seconds']} s",
                               flush=True)  # fmt: skip
-                        res["latency"] = scenarios.latency(svc, db, rate=50,
-                                                           seconds=size["latency_seconds"])
+                        res["latency"] = scenarios.latency(
+                            svc, db, rate=50, seconds=size["latency_seconds"]
+                        )
                         print(f"    p50={res['latency']['p50_s']:.3f}s "
                               f"p99={res['latency']['p99_s']:.3f}s", flush=True)  # fmt: skip
                     if "soak" in want:
                         print(f"soak: {size['soak']} changes", flush=True)
-                        res["soak"] = scenarios.soak(svc, db, group, changes=size["soak"],
-                                                     chunks=size["soak_chunks"])
+                        res["soak"] = scenarios.soak(
+                            svc, db, group, changes=size["soak"], chunks=size["soak_chunks"]
+                        )
                         print(f"    RSS {res['soak']['rss_start_mb']} -> "
                               f"{res['soak']['rss_end_mb']} MB", flush=True)  # fmt: skip
                 finally:
@@ -188,19 +208,29 @@ def main(argv: list[str] | None = None) -> int:
                               extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
                 print(f"end to end, AI at {args.ai_latency * 1000:.0f} ms: {size['e2e_ai']} "
                       f"changes, {args.ai_processes} x {args.ai_threads}", flush=True)  # fmt: skip
-                group = WorkerGroup(env, scenarios.path_for_log(Path(tmp), "workers-ai"),
-                                    processes=args.ai_processes, threads=args.ai_threads)
+                group = WorkerGroup(
+                    env,
+                    scenarios.path_for_log(Path(tmp), "workers-ai"),
+                    processes=args.ai_processes,
+                    threads=args.ai_threads,
+                )
                 try:
                     scenarios.end_to_end(svc, db, table="bench_ai", changes=500)  # warm-up
-                    res["e2e_ai"] = median_of(args.runs, lambda: scenarios.end_to_end(
-                        svc, db, table="bench_ai", changes=size["e2e_ai"]), "per_s")
+                    res["e2e_ai"] = median_of(
+                        args.runs,
+                        lambda: scenarios.end_to_end(
+                            svc, db, table="bench_ai", changes=size["e2e_ai"]
+                        ),
+                        "per_s",
+                    )
                 finally:
                     group.stop()
             if "seeds" in want:
                 print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
                 db = svc.database()
-                res["seeds"] = scenarios.seeds(svc, db, changes=size["seeds"],
-                                               ai_latency=args.ai_latency)
+                res["seeds"] = scenarios.seeds(
+                    svc, db, changes=size["seeds"], ai_latency=args.ai_latency
+                )
         finally:
             svc.stop()
     out["elapsed_seconds"] = round(time.perf_counter() - began, 1)

@@ -99,16 +99,18 @@ def cell(value: Any, width: int = MAX_CELL) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
-                 *, right: Iterable[int] = ()) -> str:
+def format_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Iterable[int] = ()
+) -> str:
     """A plain-text table; columns whose index is in `right` are right-aligned."""
     body = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
     align = set(right)
 
     def line(values: Sequence[str]) -> str:
-        padded = (v.rjust(widths[i]) if i in align else v.ljust(widths[i])
-                  for i, v in enumerate(values))
+        padded = (
+            v.rjust(widths[i]) if i in align else v.ljust(widths[i]) for i, v in enumerate(values)
+        )
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in body])
@@ -127,7 +129,8 @@ def _positive_int(text: str) -> int:
 def _status(text: str) -> str:
     if text not in STATUSES:
         raise argparse.ArgumentTypeError(
-            f"unknown status {text!r} (choose from {', '.join(STATUSES)})")
+            f"unknown status {text!r} (choose from {', '.join(STATUSES)})"
+        )
     return text
 
 
@@ -135,8 +138,18 @@ def _status(text: str) -> str:
 # herald jobs list | show | retry | cancel
 # =============================================================================================
 
-LIST_COLUMNS = ("id", "actor", "queue", "status", "attempts", "created", "finished",
-                "change", "recipient", "last error")
+LIST_COLUMNS = (
+    "id",
+    "actor",
+    "queue",
+    "status",
+    "attempts",
+    "created",
+    "finished",
+    "change",
+    "recipient",
+    "last error",
+)
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -148,10 +161,27 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if not jobs:
         print("no jobs")
         return 0
-    print(format_table(LIST_COLUMNS, (
-        (j["id"], j["actor"], j["queue"], j["status"], j["attempts"], j["created_at"],
-         j["finished_at"], j["change_id"], j["recipient"], j["last_error"]) for j in jobs
-    ), right=(0, 4, 7)))
+    print(
+        format_table(
+            LIST_COLUMNS,
+            (
+                (
+                    j["id"],
+                    j["actor"],
+                    j["queue"],
+                    j["status"],
+                    j["attempts"],
+                    j["created_at"],
+                    j["finished_at"],
+                    j["change_id"],
+                    j["recipient"],
+                    j["last_error"],
+                )
+                for j in jobs
+            ),
+            right=(0, 4, 7),
+        )
+    )
     return 0
 
 
@@ -160,60 +190,103 @@ def _fields(pairs: Iterable[tuple[str, Any]], indent: str = "  ") -> list[str]:
     width = max(len(k) for k, _ in pairs)
     out = []
     for key, value in pairs:
-        text = "-" if value is None else fmt_time(value) if isinstance(value, datetime) else (
-            json.dumps(value, default=_json_default) if isinstance(value, dict) else str(value))
+        text = (
+            "-"
+            if value is None
+            else fmt_time(value)
+            if isinstance(value, datetime)
+            else (
+                json.dumps(value, default=_json_default) if isinstance(value, dict) else str(value)
+            )
+        )
         out.append(f"{indent}{key.ljust(width)}  {text}")
     return out
 
 
 def format_show(info: dict[str, Any]) -> str:
     job, note = info["job"], info["notification"]
-    lines = [f"job {job['id']}: {job['actor']} on queue {job['queue']}, {job['status']}, "
-             f"{job['attempts']} attempt(s)"]
-    lines += _fields([
-        ("message id", job["message_id"]), ("created", job["created_at"]),
-        ("published", job["published_at"]), ("started", job["started_at"]),
-        ("finished", job["finished_at"]), ("next attempt due", job["eta"]),
-        ("change id", job["change_id"]), ("recipient", job["recipient"]),
-        ("unique key", job["unique_key"]), ("priority", job["priority"]),
-        ("last error", job["last_error"]),
-    ])
+    lines = [
+        f"job {job['id']}: {job['actor']} on queue {job['queue']}, {job['status']}, "
+        f"{job['attempts']} attempt(s)"
+    ]
+    lines += _fields(
+        [
+            ("message id", job["message_id"]),
+            ("created", job["created_at"]),
+            ("published", job["published_at"]),
+            ("started", job["started_at"]),
+            ("finished", job["finished_at"]),
+            ("next attempt due", job["eta"]),
+            ("change id", job["change_id"]),
+            ("recipient", job["recipient"]),
+            ("unique key", job["unique_key"]),
+            ("priority", job["priority"]),
+            ("last error", job["last_error"]),
+        ]
+    )
     if note is None:
         lines.append("no notification")
         return "\n".join(lines)
     changes = ", ".join(str(c) for c in note["change_ids"])
     lines.append(f"notification {note['id']}: route {note['route']!r}, table {note['table_name']}")
-    lines += _fields([
-        ("change ids", changes), ("row pk", note["row_pk"]), ("priority", note["priority"]),
-        ("ai", "yes" if note["ai"] else "no"), ("created", note["created_at"]),
-    ])
+    lines += _fields(
+        [
+            ("change ids", changes),
+            ("row pk", note["row_pk"]),
+            ("priority", note["priority"]),
+            ("ai", "yes" if note["ai"] else "no"),
+            ("created", note["created_at"]),
+        ]
+    )
     summary = info["summary"]
     if summary is None:
         lines.append("summary: none")
     else:
         lines.append(f"summary: {summary['status']}")
-        lines += _fields([("model", summary["model"]), ("error", summary["error"]),
-                          ("created", summary["created_at"])])
+        lines += _fields(
+            [
+                ("model", summary["model"]),
+                ("error", summary["error"]),
+                ("created", summary["created_at"]),
+            ]
+        )
     delivery = info["delivery"]
     if job["recipient"] is not None:
         if delivery is None:
             lines.append(f"delivery to {job['recipient']}: none yet")
         else:
             lines.append(f"delivery to {job['recipient']}: {delivery['status']}")
-            lines += _fields([
-                ("attempts", delivery["attempts"]),
-                ("ambiguous", "yes (an attempt may have sent it already)"
-                 if delivery["ambiguous"] else "no"),
-                ("message-id", delivery["message_id_header"]), ("sent", delivery["sent_at"]),
-                ("error", delivery["error"]),
-            ])
+            lines += _fields(
+                [
+                    ("attempts", delivery["attempts"]),
+                    (
+                        "ambiguous",
+                        "yes (an attempt may have sent it already)"
+                        if delivery["ambiguous"]
+                        else "no",
+                    ),
+                    ("message-id", delivery["message_id_header"]),
+                    ("sent", delivery["sent_at"]),
+                    ("error", delivery["error"]),
+                ]
+            )
     siblings = info["siblings"]
     if siblings:
         lines.append(f"other jobs for notification {note['id']}:")
         table = format_table(
             ("id", "actor", "status", "attempts", "recipient", "finished", "last error"),
-            ((s["id"], s["actor"], s["status"], s["attempts"], s["recipient"], s["finished_at"],
-              s["last_error"]) for s in siblings),
+            (
+                (
+                    s["id"],
+                    s["actor"],
+                    s["status"],
+                    s["attempts"],
+                    s["recipient"],
+                    s["finished_at"],
+                    s["last_error"],
+                )
+                for s in siblings
+            ),
             right=(0, 3),
         )
         lines += ["  " + line for line in table.splitlines()]
@@ -245,8 +318,15 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         else:
             result = inspect.retry_jobs(conn, [args.id], publish=publish)
     if args.json:
-        print(dump_json({"retried": result.retried, "published": result.published,
-                         "skipped": [{"id": i, "reason": r} for i, r in result.skipped]}))
+        print(
+            dump_json(
+                {
+                    "retried": result.retried,
+                    "published": result.published,
+                    "skipped": [{"id": i, "reason": r} for i, r in result.skipped],
+                }
+            )
+        )
     else:
         if args.failed and not result.retried and not result.skipped:
             print("no failed jobs")
@@ -255,9 +335,12 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         for _, reason in result.skipped:
             print(f"skipped {reason}")
     if result.publish_incomplete:
-        print(f"herald jobs retry: the broker did not take {result.unpublished} message(s); "
-              "those jobs are pending and the orchestrator will publish them again"
-              + ("; stopped before the next batch" if args.failed else ""), file=sys.stderr)
+        print(
+            f"herald jobs retry: the broker did not take {result.unpublished} message(s); "
+            "those jobs are pending and the orchestrator will publish them again"
+            + ("; stopped before the next batch" if args.failed else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -267,8 +350,10 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
         previous = inspect.cancel_job(conn, args.id)
     print(f"canceled job {args.id} (was {previous})")
     if previous == "running":
-        print("note: the attempt in progress may still finish (and send); "
-              "its later retries will be skipped")
+        print(
+            "note: the attempt in progress may still finish (and send); "
+            "its later retries will be skipped"
+        )
     return 0
 
 
@@ -285,8 +370,9 @@ def cmd_jobs_purge(args: argparse.Namespace) -> int:
     from orchestrator.retention import purge
 
     with _connect() as conn:
-        report = purge(conn, args.older_than, include_failed=args.include_failed,
-                       batch_size=args.batch_size)
+        report = purge(
+            conn, args.older_than, include_failed=args.include_failed, batch_size=args.batch_size
+        )
     if args.json:
         print(dump_json({**report.counts(), "cutoff": report.cutoff}))
         return 0
@@ -302,8 +388,12 @@ def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
 
     ls = cmds.add_parser("list", help="jobs, newest first")
     ls.add_argument("--actor", help="only this actor's jobs (enrich, send_email)")
-    ls.add_argument("--status", type=_status, metavar="STATUS",
-                    help=f"only jobs with this status ({', '.join(STATUSES)})")
+    ls.add_argument(
+        "--status",
+        type=_status,
+        metavar="STATUS",
+        help=f"only jobs with this status ({', '.join(STATUSES)})",
+    )
     ls.add_argument("--limit", type=_positive_int, default=50, help="at most N jobs (50)")
     ls.add_argument("--json", action="store_true", help="JSON, full error texts")
     ls.set_defaults(func=_operator_errors("jobs list", cmd_jobs_list))
@@ -325,14 +415,25 @@ def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
     cancel.set_defaults(func=_operator_errors("jobs cancel", cmd_jobs_cancel))
 
     purge = cmds.add_parser(
-        "purge", help="remove finished jobs (and their notifications, changes, deliveries) "
-        "older than an age, in batches")
-    purge.add_argument("--older-than", type=_age, required=True, metavar="AGE",
-                       help="how long ago they finished: Nd, Nh or Nm (e.g. 30d)")
-    purge.add_argument("--include-failed", action="store_true",
-                       help="purge failed jobs too (kept otherwise, for `herald jobs retry`)")
-    purge.add_argument("--batch-size", type=_positive_int, default=5000,
-                       help="rows per transaction (5000)")
+        "purge",
+        help="remove finished jobs (and their notifications, changes, deliveries) "
+        "older than an age, in batches",
+    )
+    purge.add_argument(
+        "--older-than",
+        type=_age,
+        required=True,
+        metavar="AGE",
+        help="how long ago they finished: Nd, Nh or Nm (e.g. 30d)",
+    )
+    purge.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="purge failed jobs too (kept otherwise, for `herald jobs retry`)",
+    )
+    purge.add_argument(
+        "--batch-size", type=_positive_int, default=5000, help="rows per transaction (5000)"
+    )
     purge.add_argument("--json", action="store_true")
     purge.set_defaults(func=_operator_errors("jobs purge", cmd_jobs_purge))
 
@@ -347,28 +448,43 @@ def format_stats(s: dict[str, Any]) -> str:
     rows = []
     for name, a in s["actors"].items():
         rate = a["success_rate"]
-        rows.append((name, *(a["counts"][st] for st in STATUSES), a["total"],
-                     "-" if rate is None else f"{rate:.1%}",
-                     fmt_seconds(a["mean_processing_seconds"]), a["overdue"]))
+        rows.append(
+            (
+                name,
+                *(a["counts"][st] for st in STATUSES),
+                a["total"],
+                "-" if rate is None else f"{rate:.1%}",
+                fmt_seconds(a["mean_processing_seconds"]),
+                a["overdue"],
+            )
+        )
     lines = [format_table(headers, rows, right=range(1, len(headers)))]
     window = fmt_seconds(s["processing_window_seconds"])
-    lines.append(f"(success = complete / (complete + failed); mean time of complete jobs "
-                 f"finished in the last {window})")
+    lines.append(
+        f"(success = complete / (complete + failed); mean time of complete jobs "
+        f"finished in the last {window})"
+    )
     lines.append("")
     od = s["overdue"]
-    lines.append(f"overdue jobs: {od['total']}" + (
-        f" (oldest {fmt_seconds(od['oldest_seconds'])})" if od["total"] else ""))
+    lines.append(
+        f"overdue jobs: {od['total']}"
+        + (f" (oldest {fmt_seconds(od['oldest_seconds'])})" if od["total"] else "")
+    )
     uc = s["unclaimed_changes"]
-    lines.append(f"unclaimed changes: {uc['count']}" + (
-        f" (oldest {fmt_seconds(uc['oldest_seconds'])})" if uc["count"] else ""))
+    lines.append(
+        f"unclaimed changes: {uc['count']}"
+        + (f" (oldest {fmt_seconds(uc['oldest_seconds'])})" if uc["count"] else "")
+    )
     d = s["deliveries"]
     by_status = ", ".join(f"{k} {v}" for k, v in d["by_status"].items())
     lines.append(f"deliveries: {by_status}; ambiguous {d['ambiguous']}")
     last = s["last_successful_orchestrator_run"]
     lines.append(f"last successful orchestrator run: {fmt_time(last) if last else 'never'}")
     for b in s.get("breakers", []):
-        line = (f"circuit breaker {b['breaker']}: {b['state']}, "
-                f"{b['consecutive_failures']} consecutive failures")
+        line = (
+            f"circuit breaker {b['breaker']}: {b['state']}, "
+            f"{b['consecutive_failures']} consecutive failures"
+        )
         if b["opened_at"]:
             line += f", opened at {fmt_time(b['opened_at'])}"
         lines.append(line)
@@ -420,8 +536,12 @@ def cmd_metrics_serve(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("HERALD_METRICS_HOST") or DEFAULT_METRICS_HOST
     port = _exporter_port() if args.port is None else args.port
     try:
-        serve(load_settings(), host, port,
-              ready=lambda bound: print(f"serving http://{host}:{bound}/metrics", flush=True))
+        serve(
+            load_settings(),
+            host,
+            port,
+            ready=lambda bound: print(f"serving http://{host}:{bound}/metrics", flush=True),
+        )
     except OSError as exc:
         print(f"herald metrics serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
@@ -433,9 +553,15 @@ def add_metrics_commands(sub: argparse._SubParsersAction) -> None:
     metrics = sub.add_parser("metrics", help="Prometheus metrics read from the job ledger")
     cmds = metrics.add_subparsers(dest="metrics_command", required=True)
     serve = cmds.add_parser(
-        "serve", help="serve ledger gauges (pending, oldest pending, backlog, ...) for Prometheus")
-    serve.add_argument("--host", help="interface to listen on "
-                       "(HERALD_METRICS_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (HERALD_EXPORTER_PORT, "
-                       "else HERALD_METRICS_PORT, else 9192); 0 picks a free one")
+        "serve", help="serve ledger gauges (pending, oldest pending, backlog, ...) for Prometheus"
+    )
+    serve.add_argument(
+        "--host", help="interface to listen on (HERALD_METRICS_HOST, default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="port to listen on (HERALD_EXPORTER_PORT, "
+        "else HERALD_METRICS_PORT, else 9192); 0 picks a free one",
+    )
     serve.set_defaults(func=cmd_metrics_serve)

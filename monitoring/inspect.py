@@ -93,9 +93,7 @@ def show_job(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
     notification = summary = delivery = None
     siblings: list[dict[str, Any]] = []
     if notification_id is not None:
-        notification = conn.execute(
-            queries["get_notification"], {"id": notification_id}
-        ).fetchone()
+        notification = conn.execute(queries["get_notification"], {"id": notification_id}).fetchone()
         summary = conn.execute(
             queries["get_summary_status"], {"notification_id": notification_id}
         ).fetchone()
@@ -104,9 +102,11 @@ def show_job(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
                 queries["get_delivery"],
                 {"notification_id": notification_id, "recipient": job["recipient"]},
             ).fetchone()
-        siblings = list(conn.execute(
-            queries["sibling_jobs"], {"notification_id": notification_id, "id": job_id}
-        ).fetchall())
+        siblings = list(
+            conn.execute(
+                queries["sibling_jobs"], {"notification_id": notification_id, "id": job_id}
+            ).fetchall()
+        )
     return {
         "job": job,
         "notification": notification,
@@ -160,8 +160,13 @@ def _reopen_and_publish(
     rows = conn.execute(queries["reopen_jobs"], {"ids": list(ids)}).fetchall()
     refs = sorted(
         (
-            JobRef(id=r["id"], message_id=str(r["message_id"]), actor=r["actor"],
-                   queue=r["queue"], priority=r["priority"])
+            JobRef(
+                id=r["id"],
+                message_id=str(r["message_id"]),
+                actor=r["actor"],
+                queue=r["queue"],
+                priority=r["priority"],
+            )
             for r in rows
         ),
         key=lambda ref: ref.id,
@@ -192,8 +197,7 @@ def retry_jobs(
     if job_ids:
         ids = sorted(set(job_ids))
         with conn.transaction():
-            rows = {r["id"]: r for r in conn.execute(
-                queries["lock_jobs"], {"ids": ids}).fetchall()}
+            rows = {r["id"]: r for r in conn.execute(queries["lock_jobs"], {"ids": ids}).fetchall()}
             for job_id in ids:
                 if job_id not in rows:
                     raise JobNotFound(job_id)
@@ -203,13 +207,13 @@ def retry_jobs(
             for job_id in ids:
                 key = (rows[job_id]["actor"], rows[job_id]["unique_key"])
                 if key[1] is not None and key in seen:
-                    raise Refused(f"jobs {seen[key]} and {job_id} do the same work: "
-                                  "retry only one of them")
+                    raise Refused(
+                        f"jobs {seen[key]} and {job_id} do the same work: retry only one of them"
+                    )
                 seen[key] = job_id
             dup = conn.execute(queries["open_duplicates"], {"ids": ids}).fetchone()
             if dup is not None:
-                raise Refused(_duplicate_reason(dup["job_id"], dup["open_id"],
-                                                dup["open_status"]))
+                raise Refused(_duplicate_reason(dup["job_id"], dup["open_id"], dup["open_status"]))
             result.retried, result.published = _reopen_and_publish(conn, ids, publish)
         result.publish_incomplete = result.published < len(result.retried)
         return result
@@ -217,9 +221,11 @@ def retry_jobs(
     after = 0
     while True:
         with conn.transaction():
-            batch = list(conn.execute(
-                queries["lock_failed_batch"], {"after": after, "limit": batch_size}
-            ).fetchall())
+            batch = list(
+                conn.execute(
+                    queries["lock_failed_batch"], {"after": after, "limit": batch_size}
+                ).fetchall()
+            )
             if not batch:
                 break
             after = batch[-1]["id"]
@@ -227,8 +233,10 @@ def retry_jobs(
             for dup in conn.execute(
                 queries["open_duplicates"], {"ids": [r["id"] for r in batch]}
             ).fetchall():
-                skipped.setdefault(dup["job_id"], _duplicate_reason(
-                    dup["job_id"], dup["open_id"], dup["open_status"]))
+                skipped.setdefault(
+                    dup["job_id"],
+                    _duplicate_reason(dup["job_id"], dup["open_id"], dup["open_status"]),
+                )
             # Two failed jobs for the same work: reopen the newest only.
             newest: dict[tuple[str, str], int] = {}
             for r in batch:
@@ -236,8 +244,10 @@ def retry_jobs(
                     continue
                 key = (r["actor"], r["unique_key"])
                 if key in newest:
-                    skipped[newest[key]] = (f"job {newest[key]}: newer failed job {r['id']} "
-                                            "for the same work is retried instead")
+                    skipped[newest[key]] = (
+                        f"job {newest[key]}: newer failed job {r['id']} "
+                        "for the same work is retried instead"
+                    )
                 newest[key] = r["id"]
             todo = [r["id"] for r in batch if r["id"] not in skipped]
             retried, published = _reopen_and_publish(conn, todo, publish) if todo else ([], 0)
@@ -266,13 +276,17 @@ def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> str:
             raise JobNotFound(job_id)
         status = row["status"]
         if status not in CANCELABLE:
-            raise Refused({
-                "complete": f"job {job_id} is complete: too late to cancel it",
-                "failed": f"job {job_id} has failed: it will not run again unless retried",
-                "canceled": f"job {job_id} is already canceled",
-                "superseded": f"job {job_id} was superseded by a newer job: nothing to cancel",
-            }.get(status, f"job {job_id} is {status}: only pending or running jobs can be "
-                          "canceled"))
+            raise Refused(
+                {
+                    "complete": f"job {job_id} is complete: too late to cancel it",
+                    "failed": f"job {job_id} has failed: it will not run again unless retried",
+                    "canceled": f"job {job_id} is already canceled",
+                    "superseded": f"job {job_id} was superseded by a newer job: nothing to cancel",
+                }.get(
+                    status,
+                    f"job {job_id} is {status}: only pending or running jobs can be canceled",
+                )
+            )
         conn.execute(queries["cancel_job"], {"id": job_id})
     return str(status)
 
@@ -299,8 +313,12 @@ def stats(
     def actor(name: str) -> dict[str, Any]:
         if name not in actors:
             actors[name] = {
-                "counts": dict.fromkeys(STATUSES, 0), "total": 0, "success_rate": None,
-                "mean_processing_seconds": None, "completed_in_window": 0, "overdue": 0,
+                "counts": dict.fromkeys(STATUSES, 0),
+                "total": 0,
+                "success_rate": None,
+                "mean_processing_seconds": None,
+                "completed_in_window": 0,
+                "overdue": 0,
             }
         return actors[name]
 
@@ -310,15 +328,20 @@ def stats(
         a = actor(r["actor"])
         a["counts"][r["status"]] = r["n"]
         a["total"] += r["n"]
-    for r in conn.execute(queries["stats_mean_processing"],
-                          {"window_seconds": window_seconds}).fetchall():
+    for r in conn.execute(
+        queries["stats_mean_processing"], {"window_seconds": window_seconds}
+    ).fetchall():
         a = actor(r["actor"])
         a["mean_processing_seconds"] = r["mean_seconds"]
         a["completed_in_window"] = r["n"]
     overdue_total, overdue_oldest = 0, None
-    for r in conn.execute(queries["stats_overdue"], {
-        "unpublished_seconds": overdue_unpublished_seconds, "eta_seconds": overdue_eta_seconds,
-    }).fetchall():
+    for r in conn.execute(
+        queries["stats_overdue"],
+        {
+            "unpublished_seconds": overdue_unpublished_seconds,
+            "eta_seconds": overdue_eta_seconds,
+        },
+    ).fetchall():
         actor(r["actor"])["overdue"] = r["n"]
         overdue_total += r["n"]
         oldest = r["oldest_seconds"]
@@ -328,8 +351,11 @@ def stats(
         a["success_rate"] = a["counts"]["complete"] / done if done else None
 
     unclaimed = conn.execute(queries["stats_unclaimed_changes"]).fetchone() or {}
-    deliveries: dict[str, Any] = {"by_status": dict.fromkeys(DELIVERY_STATUSES, 0),
-                                  "total": 0, "ambiguous": 0}
+    deliveries: dict[str, Any] = {
+        "by_status": dict.fromkeys(DELIVERY_STATUSES, 0),
+        "total": 0,
+        "ambiguous": 0,
+    }
     for r in conn.execute(queries["stats_deliveries"]).fetchall():
         deliveries["by_status"][r["status"]] = r["n"]
         deliveries["total"] += r["n"]
@@ -337,11 +363,16 @@ def stats(
     last_run = conn.execute(queries["stats_last_orchestrator_success"]).fetchone() or {}
     return {
         "actors": dict(sorted(actors.items())),
-        "overdue": {"total": overdue_total, "oldest_seconds": overdue_oldest,
-                    "unpublished_after_seconds": overdue_unpublished_seconds,
-                    "eta_late_by_seconds": overdue_eta_seconds},
-        "unclaimed_changes": {"count": unclaimed.get("n", 0),
-                              "oldest_seconds": unclaimed.get("oldest_seconds")},
+        "overdue": {
+            "total": overdue_total,
+            "oldest_seconds": overdue_oldest,
+            "unpublished_after_seconds": overdue_unpublished_seconds,
+            "eta_late_by_seconds": overdue_eta_seconds,
+        },
+        "unclaimed_changes": {
+            "count": unclaimed.get("n", 0),
+            "oldest_seconds": unclaimed.get("oldest_seconds"),
+        },
         "deliveries": deliveries,
         "last_successful_orchestrator_run": last_run.get("finished_at"),
         "processing_window_seconds": window_seconds,

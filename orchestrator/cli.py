@@ -44,9 +44,13 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
     rt = runtime.runtime()
     report = run_orchestrator(rt.pool, rt.settings, publish)
     summary = {
-        "claimed": report.claimed, "routed": report.routed, "skipped": report.skipped,
-        "failed": report.failed, "published": report.published,
-        "republished": report.republished, "batches": report.batches,
+        "claimed": report.claimed,
+        "routed": report.routed,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "published": report.published,
+        "republished": report.republished,
+        "batches": report.batches,
         "locked_out": report.locked_out,
     }
     if args.json:
@@ -63,8 +67,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     bound = sys.modules.get("actors.broker")
     if bound is not None and type(bound.broker).__name__ != "StubBroker":
-        print("herald demo: the actors are already bound to another broker in this process; "
-              "run `herald demo` in its own process", file=sys.stderr)
+        print(
+            "herald demo: the actors are already bound to another broker in this process; "
+            "run `herald demo` in its own process",
+            file=sys.stderr,
+        )
         return 2
     started = time.monotonic()
     os.environ["HERALD_BROKER_URL"] = "stub://"
@@ -79,8 +86,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"herald demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nherald demo: interrupted; the embedded PostgreSQL was stopped and removed",
-              file=sys.stderr)
+        print(
+            "\nherald demo: interrupted; the embedded PostgreSQL was stopped and removed",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -94,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--changes", type=int, default=12, help="how many sample changes to make")
     demo.set_defaults(func=cmd_demo)
 
-    db = sub.add_parser("db", help="the herald schema").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="the herald schema").add_subparsers(
+        dest="db_command", required=True
+    )
     up = db.add_parser("upgrade", help="create or migrate the schema (safe to run again)")
     up.set_defaults(func=cmd_db_upgrade)
 

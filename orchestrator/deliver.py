@@ -22,11 +22,11 @@ from psycopg_pool import ConnectionPool
 from orchestrator import db, ledger
 from orchestrator.adapters.mail import Mailer
 from orchestrator.breaker import Call, guarded
-from orchestrator.ratelimit import limiter_for
 from orchestrator.config import Settings
 from orchestrator.enrich import load_notification
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.pii import unalias
+from orchestrator.ratelimit import limiter_for
 from orchestrator.render import ChangeView, build_message, message_id_for, render_notification
 from orchestrator.sql import queries
 

@@ -67,9 +67,7 @@ def enrich(
             if job is None:
                 raise PermanentError(f"job {job_id} does not exist")
             notification, changes = load_notification(conn, job["notification_id"])
-            existing = conn.execute(
-                queries["load_summary"], {"id": notification["id"]}
-            ).fetchone()
+            existing = conn.execute(queries["load_summary"], {"id": notification["id"]}).fetchone()
             conn.rollback()  # hold no lock while the model thinks
 
     summary: Summary | None = None

@@ -100,9 +100,7 @@ class ChangeView:
     def __post_init__(self) -> None:
         # A malformed row must fail with a reason, not halfway through a template.
         if self.operation not in OPERATIONS:
-            raise PermanentError(
-                f"change {self.change_id}: unknown operation {self.operation!r}"
-            )
+            raise PermanentError(f"change {self.change_id}: unknown operation {self.operation!r}")
         for name in ("row_pk", "old_row", "new_row"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -203,9 +201,7 @@ def format_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     if isinstance(value, str):
         text = value
     else:
-        text = json.dumps(
-            value, ensure_ascii=False, separators=(", ", ": "), default=_json_default
-        )
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=_json_default)
     return _visible(_truncate(text, limit))
 
 
@@ -218,9 +214,7 @@ def sanitize_header_text(text: str, limit: int = MAX_SUBJECT_CHARS) -> str:
     """
     text = _SURROGATES.sub("\ufffd", text)
     chars = [
-        " "
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs") or ch in _BIDI
-        else ch
+        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs") or ch in _BIDI else ch
         for ch in text
     ]
     text = " ".join("".join(chars).split())
@@ -382,13 +376,10 @@ def render_notification(
         raise
     except TemplateError as exc:
         raise PermanentError(
-            f"cannot render notification: template {template!r}: "
-            f"{type(exc).__name__}: {exc}"
+            f"cannot render notification: template {template!r}: {type(exc).__name__}: {exc}"
         ) from exc
     except Exception as exc:
-        raise PermanentError(
-            f"cannot render notification: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise PermanentError(f"cannot render notification: {type(exc).__name__}: {exc}") from exc
     return RenderedEmail(subject=sanitize_header_text(subject), text=text, html=html)
 
 
@@ -408,9 +399,7 @@ def message_id_for(notification_id: int, recipient: str, domain: str) -> str:
 def _reject_line_breaks(header: str, value: str) -> None:
     for ch in _FORBIDDEN_IN_HEADERS:
         if ch in value:
-            raise PermanentError(
-                f"{header} header contains a forbidden character U+{ord(ch):04X}"
-            )
+            raise PermanentError(f"{header} header contains a forbidden character U+{ord(ch):04X}")
 
 
 def parse_address(value: str, *, header: str = "address") -> Address:
@@ -431,8 +420,18 @@ def parse_address(value: str, *, header: str = "address") -> Address:
 _RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
-        "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "X-Herald-Change-Id",
-        "Auto-Submitted", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "X-Herald-Change-Id",
+        "Auto-Submitted",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
     )
 )
 
@@ -506,8 +505,10 @@ def _check_serialised_headers(msg: EmailMessage) -> None:
         if lines[-1] == "":
             lines.pop()
         first, rest = lines[0] if lines else "", lines[1:]
-        if first.split(":", 1)[0].lower() != name.lower() or ":" not in first or any(
-            not line or line[0] not in " \t" for line in rest
+        if (
+            first.split(":", 1)[0].lower() != name.lower()
+            or ":" not in first
+            or any(not line or line[0] not in " \t" for line in rest)
         ):
             raise PermanentError("message headers do not survive serialisation unchanged")
         parsed_name, raw = _PARSE_POLICY.header_source_parse([line + "\r\n" for line in lines])

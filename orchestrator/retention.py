@@ -41,8 +41,10 @@ def parse_age(text: str) -> timedelta:
     """`30d`, `12h`, `90m` -> a timedelta; ValueError names what is accepted."""
     match = _AGE.match(text or "")
     if not match:
-        raise ValueError(f"invalid age {text!r}: use a whole number of days, hours or minutes "
-                         "(e.g. 30d, 12h, 90m)")
+        raise ValueError(
+            f"invalid age {text!r}: use a whole number of days, hours or minutes "
+            "(e.g. 30d, 12h, 90m)"
+        )
     return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
 
 

@@ -27,12 +27,25 @@ ROUTES = {
     "mail": {"from": "Herald <herald@example.com>"},
     "ai": {"enabled": True, "model": "test-model", "pii_fields": ["email", "phone"]},
     "routes": [
-        {"name": "new-members", "table": "members", "operations": ["INSERT"],
-         "recipients": ["ops@example.com"], "ai": True},
-        {"name": "classes", "table": "classes", "operations": ["UPDATE"],
-         "recipients": ["a@example.com", "b@example.com"]},
-        {"name": "codes", "table": "codes", "operations": ["INSERT"],
-         "recipients": ["ops@example.com"]},
+        {
+            "name": "new-members",
+            "table": "members",
+            "operations": ["INSERT"],
+            "recipients": ["ops@example.com"],
+            "ai": True,
+        },
+        {
+            "name": "classes",
+            "table": "classes",
+            "operations": ["UPDATE"],
+            "recipients": ["a@example.com", "b@example.com"],
+        },
+        {
+            "name": "codes",
+            "table": "codes",
+            "operations": ["INSERT"],
+            "recipients": ["ops@example.com"],
+        },
     ],
 }
 
@@ -40,8 +53,14 @@ ROUTES = {
 def use(pipeline, *, mailer=None, summariser=None, **env):
     """Run the stub pipeline with these routes and, where given, real adapters."""
     rt = pipeline.runtime
-    install(Runtime(make_settings(rt.settings.database_url, ROUTES, **env), rt.pool,
-                    mailer or rt.mailer, summariser or rt.summariser))
+    install(
+        Runtime(
+            make_settings(rt.settings.database_url, ROUTES, **env),
+            rt.pool,
+            mailer or rt.mailer,
+            summariser or rt.summariser,
+        )
+    )
 
 
 # --- hostile rows ---------------------------------------------------------------------------
@@ -55,33 +74,49 @@ def test_a_10_mb_row_is_marked_failed_as_too_large_and_the_rest_of_the_batch_is_
     sql(herald_db, "UPDATE classes SET seats = 3 WHERE id = 2")
     stub_pipeline.orchestrate()
 
-    [big] = sql(herald_db, "SELECT outcome, error FROM herald.change_log "
-                           "WHERE operation = 'UPDATE' AND row_pk = '{\"id\": 1}'")
+    [big] = sql(
+        herald_db,
+        "SELECT outcome, error FROM herald.change_log "
+        "WHERE operation = 'UPDATE' AND row_pk = '{\"id\": 1}'",
+    )
     assert big["outcome"] == "failed" and "too large" in big["error"]
     assert sorted(s.to_addrs[0] for s in stub_pipeline.mailer.sent) == [
-        "a@example.com", "b@example.com"]
+        "a@example.com",
+        "b@example.com",
+    ]
     assert all("id=2" in s.message["Subject"] for s in stub_pipeline.mailer.sent)
 
 
 def test_jsonb_with_odd_types_is_rendered(herald_db, stub_pipeline):
     sql(herald_db, "ALTER TABLE classes ADD COLUMN extra jsonb")
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
-    sql(herald_db, """UPDATE classes SET extra = '{"nested": [[1, [2, null]], [], {}],
+    sql(
+        herald_db,
+        """UPDATE classes SET extra = '{"nested": [[1, [2, null]], [], {}],
         "none": null, "big": 123456789012345678901234567890, "float": 3.25, "exp": 1e-7,
-        "tiny": -0.000001, "yes": true, "no": false, "text": "żółw 🐢 ✓", "empty": {}}'""")
+        "tiny": -0.000001, "yes": true, "no": false, "text": "żółw 🐢 ✓", "empty": {}}'""",
+    )
     stub_pipeline.orchestrate()
 
     assert len(stub_pipeline.mailer.sent) == 2
     body = stub_pipeline.mailer.sent[0].message.get_body(("plain",)).get_content()
-    for shown in ("123456789012345678901234567890", "3.25", "1e-07", "-1e-06", "true",
-                  "false", "żółw 🐢 ✓", '[[1, [2, null]], [], {}]', '"empty": {}', '"none": null'):
+    for shown in (
+        "123456789012345678901234567890",
+        "3.25",
+        "1e-07",
+        "-1e-06",
+        "true",
+        "false",
+        "żółw 🐢 ✓",
+        "[[1, [2, null]], [], {}]",
+        '"empty": {}',
+        '"none": null',
+    ):
         assert shown in body
     assert sql(herald_db, "SELECT DISTINCT status FROM herald.jobs") == [{"status": "complete"}]
 
 
-def test_a_table_without_a_primary_key_is_refused_by_herald_track(
-    herald_db, monkeypatch, capsys
-):
+def test_a_table_without_a_primary_key_is_refused_by_herald_track(herald_db, monkeypatch, capsys):
     sql(herald_db, "CREATE TABLE logbook (at timestamptz, line text)")
     monkeypatch.setenv("HERALD_DATABASE_URL", herald_db)
     monkeypatch.setenv("HERALD_CONFIG", os.devnull)
@@ -97,8 +132,10 @@ HOSTILE_KEY = "X\r\nBcc: x@evil.example\r\nX-Injected: 1\n\nbody?\u2028Cc: y@evi
 def test_line_breaks_in_values_that_reach_the_subject_inject_no_header(
     herald_db, stub_pipeline, smtp_server
 ):
-    sql(herald_db, "CREATE TABLE codes (code text PRIMARY KEY, label text); "
-                   "SELECT herald.track('codes')")
+    sql(
+        herald_db,
+        "CREATE TABLE codes (code text PRIMARY KEY, label text); SELECT herald.track('codes')",
+    )
     use(stub_pipeline, mailer=mailer_from_url(smtp_server.url))
     sql(herald_db, "INSERT INTO codes VALUES ('plain', 'control')")
     sql(herald_db, "INSERT INTO codes VALUES (%s, %s)", (HOSTILE_KEY, HOSTILE_KEY))
@@ -110,8 +147,11 @@ def test_line_breaks_in_values_that_reach_the_subject_inject_no_header(
     assert hostile.rcpt_tos == ["ops@example.com"]  # exactly one RCPT
     assert set(hostile.message.keys()) == set(control.message.keys())  # the expected headers
     header_block = hostile.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
-    names = [line.split(":", 1)[0] for line in header_block.split("\r\n")
-             if line and not line[0].isspace()]  # every header line as sent on the wire
+    names = [
+        line.split(":", 1)[0]
+        for line in header_block.split("\r\n")
+        if line and not line[0].isspace()
+    ]  # every header line as sent on the wire
     assert sorted(names) == sorted(control.message.keys())
     assert "\n" not in header_block.replace("\r\n", "")  # no bare line feed or CR
     assert "Bcc" not in hostile.message and "Cc" not in hostile.message
@@ -123,7 +163,7 @@ def test_nul_cannot_be_stored_by_postgresql_and_is_blanked_from_headers_anyway(h
     with pytest.raises(psycopg.errors.DataError):
         sql(herald_db, "INSERT INTO classes (title) VALUES (%s)", ("a\x00b",))
     with pytest.raises(psycopg.errors.DataError):  # nor inside jsonb (\\u0000)
-        sql(herald_db, "SELECT '{\"a\": \"x\\u0000y\"}'::jsonb")
+        sql(herald_db, 'SELECT \'{"a": "x\\u0000y"}\'::jsonb')
     assert sanitize_header_text("a\x00b\r\nBcc: c\u2028d") == "a b Bcc: c d"
 
 
@@ -140,8 +180,9 @@ class HtmlAudit(HTMLParser):
                 self.bad_attributes.append((name, value))
 
 
-XSS = ('<script>alert(1)</script><img src=x onerror="alert(2)">'
-       '<a href="javascript:alert(3)">click</a>')
+XSS = (
+    '<script>alert(1)</script><img src=x onerror="alert(2)"><a href="javascript:alert(3)">click</a>'
+)
 
 
 def test_script_tags_and_javascript_links_in_values_and_in_the_summary_are_escaped(
@@ -169,9 +210,18 @@ def run_herald(args, config_text, tmp_path, **env):
     config = tmp_path / "herald.toml"
     config.write_text(config_text)
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "HERALD_CONFIG": str(config), "HERALD_BROKER_URL": "stub://",
-             "HERALD_METRICS_PORT": "0", **env},
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "HERALD_CONFIG": str(config),
+            "HERALD_BROKER_URL": "stub://",
+            "HERALD_METRICS_PORT": "0",
+            **env,
+        },
     )
 
 
@@ -190,8 +240,9 @@ def test_an_invalid_recipient_is_refused_at_start_naming_the_route(tmp_path):
 
 
 def test_the_workers_refuse_to_start_with_an_invalid_recipient(tmp_path):
-    done = run_herald(["-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
-                      BAD_RECIPIENT, tmp_path)
+    done = run_herald(
+        ["-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"], BAD_RECIPIENT, tmp_path
+    )
     assert done.returncode != 0
     assert "route 'front-desk'" in done.stdout + done.stderr
 
@@ -212,10 +263,19 @@ def test_a_prompt_injection_in_a_value_is_only_data(herald_db, stub_pipeline, op
     # The fake model obeys whatever the change says: it echoes the injected instruction.
     openai_server.reply = lambda body: "Done. " + str(body["messages"][-1]["content"])[-300:]
     summariser = summariser_from_settings(
-        enabled=True, model="test-model", api_key="sk-test", base_url=openai_server.base_url,
-        timeout=5, max_retries=0)
-    use(stub_pipeline, summariser=summariser, OPENAI_API_KEY="sk-test",
-        OPENAI_BASE_URL=openai_server.base_url)
+        enabled=True,
+        model="test-model",
+        api_key="sk-test",
+        base_url=openai_server.base_url,
+        timeout=5,
+        max_retries=0,
+    )
+    use(
+        stub_pipeline,
+        summariser=summariser,
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL=openai_server.base_url,
+    )
     sql(herald_db, "INSERT INTO members (first_name, note) VALUES ('Ann', %s)", (INJECTION,))
     stub_pipeline.orchestrate()
 
@@ -245,8 +305,13 @@ def test_garbage_and_pickles_published_by_hand_are_dead_lettered_and_never_execu
     herald_env, herald_db, rabbitmq_url, smtp_server, tmp_path
 ):
     marker = tmp_path / "pwned"
-    bodies = [b"\x00\xff\xfe garbage \x80", b"this is not json", b'{"not": "a message"}',
-              pickle.dumps(Exploit(marker)), pickle.dumps(Exploit(marker), protocol=0)]
+    bodies = [
+        b"\x00\xff\xfe garbage \x80",
+        b"this is not json",
+        b'{"not": "a message"}',
+        pickle.dumps(Exploit(marker)),
+        pickle.dumps(Exploit(marker), protocol=0),
+    ]
     env = {**herald_env, "HERALD_WAKER": "off"}
     worker = Worker(env, tmp_path / "worker.log")
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))

@@ -47,8 +47,13 @@ def herald(database_url: str, conn, monkeypatch, tmp_path, capsys):
     return run
 
 
-def add_notification(conn, *, route: str = "classes", change_ids: Sequence[int] = (1,),
-                     recipients: Sequence[str] = ("ops@example.com",)) -> int:
+def add_notification(
+    conn,
+    *,
+    route: str = "classes",
+    change_ids: Sequence[int] = (1,),
+    recipients: Sequence[str] = ("ops@example.com",),
+) -> int:
     return conn.execute(
         "INSERT INTO herald.notifications (route, table_name, row_pk, change_ids, recipients)"
         " VALUES (%s, 'public.classes', '{\"id\": 7}', %s, %s) RETURNING id",
@@ -56,11 +61,23 @@ def add_notification(conn, *, route: str = "classes", change_ids: Sequence[int] 
     ).fetchone()["id"]
 
 
-def add_job(conn, *, actor: str = "send_email", status: str = "pending", notification_id=None,
-            recipient: str | None = "ops@example.com", attempts: int = 0, change_id: int = 1,
-            last_error: str | None = None, created: str = "0 seconds", published: bool = True,
-            started: str | None = None, finished: str | None = None, eta: str | None = None,
-            unique_key: str | None = None) -> int:
+def add_job(
+    conn,
+    *,
+    actor: str = "send_email",
+    status: str = "pending",
+    notification_id=None,
+    recipient: str | None = "ops@example.com",
+    attempts: int = 0,
+    change_id: int = 1,
+    last_error: str | None = None,
+    created: str = "0 seconds",
+    published: bool = True,
+    started: str | None = None,
+    finished: str | None = None,
+    eta: str | None = None,
+    unique_key: str | None = None,
+) -> int:
     """A ledger row; times are intervals before now ('5 minutes'), None for NULL."""
     if notification_id is None:
         notification_id = add_notification(conn)
@@ -78,10 +95,23 @@ def add_job(conn, *, actor: str = "send_email", status: str = "pending", notific
                 now() - %(eta)s::interval, %(error)s)
         RETURNING id
         """,
-        {"mid": uuid.uuid4(), "actor": actor, "queue": ledger.ACTOR_QUEUES.get(actor, actor),
-         "status": status, "attempts": attempts, "nid": notification_id, "change": change_id,
-         "recipient": recipient, "key": unique_key, "created": created, "published": published,
-         "started": started, "finished": finished, "eta": eta, "error": last_error},
+        {
+            "mid": uuid.uuid4(),
+            "actor": actor,
+            "queue": ledger.ACTOR_QUEUES.get(actor, actor),
+            "status": status,
+            "attempts": attempts,
+            "nid": notification_id,
+            "change": change_id,
+            "recipient": recipient,
+            "key": unique_key,
+            "created": created,
+            "published": published,
+            "started": started,
+            "finished": finished,
+            "eta": eta,
+            "error": last_error,
+        },
     ).fetchone()["id"]
 
 
@@ -160,22 +190,36 @@ def test_jobs_list_truncates_long_errors_in_the_table_and_keeps_them_whole_in_js
 
 
 def test_show_gathers_the_job_its_notification_summary_delivery_and_siblings(conn, herald):
-    nid = add_notification(conn, route="classes", change_ids=[11, 12],
-                           recipients=["ops@example.com", "boss@example.com"])
-    enrich = add_job(conn, actor="enrich", status="complete", notification_id=nid,
-                     recipient=None, change_id=11)
-    job_id = add_job(conn, status="failed", notification_id=nid, attempts=9, change_id=11,
-                     last_error="SMTPServerDisconnected: gone")
+    nid = add_notification(
+        conn,
+        route="classes",
+        change_ids=[11, 12],
+        recipients=["ops@example.com", "boss@example.com"],
+    )
+    enrich = add_job(
+        conn, actor="enrich", status="complete", notification_id=nid, recipient=None, change_id=11
+    )
+    job_id = add_job(
+        conn,
+        status="failed",
+        notification_id=nid,
+        attempts=9,
+        change_id=11,
+        last_error="SMTPServerDisconnected: gone",
+    )
     other = add_job(conn, status="complete", notification_id=nid, recipient="boss@example.com")
     add_job(conn, status="complete")  # another notification's job
     conn.execute(
         "INSERT INTO herald.summaries (notification_id, status, summary, model, aliases, error)"
         " VALUES (%s, 'unavailable', NULL, 'gpt-4o-mini', '{\"PERSON_1\": \"Ada\"}', 'timeout')",
-        (nid,))
+        (nid,),
+    )
     conn.execute(
         "INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, status,"
         " attempts, ambiguous, error) VALUES (%s, 'ops@example.com', '<n1@herald>', 'failed',"
-        " 3, true, 'gone')", (nid,))
+        " 3, true, 'gone')",
+        (nid,),
+    )
 
     info = inspect.show_job(conn, job_id)
 
@@ -216,8 +260,14 @@ def test_show_names_an_unknown_job(conn, herald):
 
 
 def test_retrying_a_failed_job_makes_it_pending_and_publishes_it(conn):
-    job_id = add_job(conn, status="failed", attempts=9, last_error="boom",
-                     started="2 minutes", finished="1 minute")
+    job_id = add_job(
+        conn,
+        status="failed",
+        attempts=9,
+        last_error="boom",
+        started="2 minutes",
+        finished="1 minute",
+    )
     before = job_row(conn, job_id)
     publish = FakePublisher()
 
@@ -225,8 +275,13 @@ def test_retrying_a_failed_job_makes_it_pending_and_publishes_it(conn):
 
     assert result.retried == [job_id] and result.published == 1
     [[ref]] = publish.batches
-    assert ref == JobRef(id=job_id, message_id=str(before["message_id"]), actor="send_email",
-                         queue="email", priority=5)
+    assert ref == JobRef(
+        id=job_id,
+        message_id=str(before["message_id"]),
+        actor="send_email",
+        queue="email",
+        priority=5,
+    )
     after = job_row(conn, job_id)
     assert after["status"] == "pending"
     assert after["finished_at"] is None
@@ -346,7 +401,8 @@ def test_jobs_retry_command_publishes_and_refuses_clearly(conn, herald, monkeypa
     status, out, err = herald("jobs", "retry", str(complete))
     assert status == 1
     assert err.strip() == (
-        f"herald jobs retry: job {complete} is complete: there is nothing to retry")
+        f"herald jobs retry: job {complete} is complete: there is nothing to retry"
+    )
 
     status, out, _ = herald("jobs", "retry", "--failed")
     assert (status, out.strip()) == (0, "no failed jobs")
@@ -402,18 +458,26 @@ def test_canceling_an_unknown_job_names_it(conn, herald):
 
 def test_stats_counts_jobs_by_actor_and_status(conn):
     for _ in range(3):
-        add_job(conn, actor="send_email", status="complete", started="10 seconds",
-                finished="8 seconds")
-    add_job(conn, actor="send_email", status="complete", started="2 days",
-            finished="2 days")  # outside the 24 h window
+        add_job(
+            conn, actor="send_email", status="complete", started="10 seconds", finished="8 seconds"
+        )
+    add_job(
+        conn, actor="send_email", status="complete", started="2 days", finished="2 days"
+    )  # outside the 24 h window
     add_job(conn, actor="send_email", status="failed")
     add_job(conn, actor="enrich", status="pending", recipient=None)
 
     s = inspect.stats(conn)
 
     email = s["actors"]["send_email"]
-    assert email["counts"] == {"pending": 0, "running": 0, "complete": 4, "failed": 1,
-                               "canceled": 0, "superseded": 0}
+    assert email["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "complete": 4,
+        "failed": 1,
+        "canceled": 0,
+        "superseded": 0,
+    }
     assert email["total"] == 5
     assert email["success_rate"] == pytest.approx(4 / 5)
     assert email["mean_processing_seconds"] == pytest.approx(2.0)
@@ -437,18 +501,24 @@ def test_stats_report_overdue_jobs_unclaimed_changes_deliveries_and_the_orchestr
     add_job(conn, status="pending", eta="5 minutes")  # retry long overdue
     add_job(conn, status="pending", eta="10 seconds")  # retry just due
     add_job(conn, status="running", published=False, created="1 hour")  # not pending
-    conn.execute("INSERT INTO herald.change_log (table_name, operation, claimed_at)"
-                 " VALUES ('public.classes', 'INSERT', NULL), ('public.classes', 'INSERT', NULL),"
-                 " ('public.classes', 'UPDATE', now())")
+    conn.execute(
+        "INSERT INTO herald.change_log (table_name, operation, claimed_at)"
+        " VALUES ('public.classes', 'INSERT', NULL), ('public.classes', 'INSERT', NULL),"
+        " ('public.classes', 'UPDATE', now())"
+    )
     nid = add_notification(conn)
     conn.execute(
         "INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, status,"
         " ambiguous) VALUES (%(n)s, 'a@example.com', '<a>', 'sent', false),"
         " (%(n)s, 'b@example.com', '<b>', 'sent', true),"
-        " (%(n)s, 'c@example.com', '<c>', 'failed', false)", {"n": nid})
-    conn.execute("INSERT INTO herald.orchestrator_runs (status, finished_at) VALUES"
-                 " ('succeeded', now() - interval '1 minute'),"
-                 " ('succeeded', now() - interval '2 minutes'), ('failed', now())")
+        " (%(n)s, 'c@example.com', '<c>', 'failed', false)",
+        {"n": nid},
+    )
+    conn.execute(
+        "INSERT INTO herald.orchestrator_runs (status, finished_at) VALUES"
+        " ('succeeded', now() - interval '1 minute'),"
+        " ('succeeded', now() - interval '2 minutes'), ('failed', now())"
+    )
 
     s = inspect.stats(conn)
 
@@ -457,8 +527,10 @@ def test_stats_report_overdue_jobs_unclaimed_changes_deliveries_and_the_orchestr
     assert s["unclaimed_changes"]["count"] == 2
     assert s["deliveries"]["by_status"] == {"sending": 0, "sent": 2, "failed": 1}
     assert s["deliveries"]["ambiguous"] == 1
-    age = conn.execute("SELECT extract(epoch FROM now() - %s)::float8 AS age",
-                       (s["last_successful_orchestrator_run"],)).fetchone()["age"]
+    age = conn.execute(
+        "SELECT extract(epoch FROM now() - %s)::float8 AS age",
+        (s["last_successful_orchestrator_run"],),
+    ).fetchone()["age"]
     assert 60 <= age < 70  # the latest succeeded run, not the later failed one
 
 
@@ -469,8 +541,20 @@ def test_stats_command_prints_a_table_or_json(conn, herald):
     status, out, _ = herald("stats")
     assert status == 0
     header, _, *rows = out.splitlines()
-    assert header.split() == ["actor", "pending", "running", "complete", "failed", "canceled",
-                              "superseded", "total", "success", "mean", "time", "overdue"]
+    assert header.split() == [
+        "actor",
+        "pending",
+        "running",
+        "complete",
+        "failed",
+        "canceled",
+        "superseded",
+        "total",
+        "success",
+        "mean",
+        "time",
+        "overdue",
+    ]
     email_row = next(r for r in rows if r.startswith("send_email"))
     assert email_row.split()[1:9] == ["0", "0", "1", "1", "0", "0", "2", "50.0%"]
     assert "unclaimed changes: 0" in out

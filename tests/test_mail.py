@@ -87,9 +87,7 @@ def test_a_send_is_recorded_with_exact_envelope(
 
 
 @integration
-def test_rcpt_to_never_comes_from_the_headers(
-    smtp_server: SmtpServer, mailer: SmtpMailer
-) -> None:
+def test_rcpt_to_never_comes_from_the_headers(smtp_server: SmtpServer, mailer: SmtpMailer) -> None:
     msg = notification(recipient="shown@example.com")
     msg["Cc"] = "cc@example.com"
     mailer.send(msg, from_addr=FROM, to_addrs=["actual@example.com"])
@@ -109,9 +107,7 @@ def test_the_connection_is_reused_across_two_sends(
 
 
 @integration
-def test_each_thread_uses_its_own_connection(
-    smtp_server: SmtpServer, mailer: SmtpMailer
-) -> None:
+def test_each_thread_uses_its_own_connection(smtp_server: SmtpServer, mailer: SmtpMailer) -> None:
     peers = count_connections(smtp_server)
     errors: list[BaseException] = []
 
@@ -156,18 +152,14 @@ def test_a_550_recipient_is_a_permanent_error_with_the_servers_text(
 
 
 @integration
-def test_a_452_recipient_is_a_transient_error(
-    smtp_server: SmtpServer, mailer: SmtpMailer
-) -> None:
+def test_a_452_recipient_is_a_transient_error(smtp_server: SmtpServer, mailer: SmtpMailer) -> None:
     smtp_server.reject_recipient(TO, code=452, text="mailbox full")
     with pytest.raises(TransientError, match="SMTP 452: mailbox full"):
         mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
 
 
 @integration
-def test_a_554_after_data_is_a_permanent_error(
-    smtp_server: SmtpServer, mailer: SmtpMailer
-) -> None:
+def test_a_554_after_data_is_a_permanent_error(smtp_server: SmtpServer, mailer: SmtpMailer) -> None:
     smtp_server.fail_next(1, code=554, text="message rejected as spam")
     with pytest.raises(PermanentError, match="SMTP 554: message rejected as spam"):
         mailer.send(notification(), from_addr=FROM, to_addrs=[TO])

@@ -141,9 +141,7 @@ def test_the_summary_is_shown_in_both_parts() -> None:
     assert "Room moved to B2." in out.text and "Room moved to B2." in out.html
 
 
-@pytest.mark.parametrize(
-    "note", ["Summary unavailable", "Offline summary — no AI model was used"]
-)
+@pytest.mark.parametrize("note", ["Summary unavailable", "Offline summary — no AI model was used"])
 def test_a_summary_note_is_shown(note: str) -> None:
     out = rendered(update({"a": 1}, {"a": 2}), note=note)
     assert note in out.text and note in out.html

@@ -47,10 +47,18 @@ def notification(url, *, age_days, statuses=("complete",), change_ids=None):
             "THEN now() - make_interval(days => %(d)s) END)",
             {"s": status, "n": nid, "c": change_ids[0], "r": f"r{i}@example.com", "d": age_days},
         )
-    sql(url, "INSERT INTO herald.summaries (notification_id, status, summary) "
-             "VALUES (%s, 'ok', 'a summary')", (nid,))
-    sql(url, "INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, "
-             "status) VALUES (%s, 'r0@example.com', '<x@example.com>', 'sent')", (nid,))
+    sql(
+        url,
+        "INSERT INTO herald.summaries (notification_id, status, summary) "
+        "VALUES (%s, 'ok', 'a summary')",
+        (nid,),
+    )
+    sql(
+        url,
+        "INSERT INTO herald.deliveries (notification_id, recipient, message_id_header, "
+        "status) VALUES (%s, 'r0@example.com', '<x@example.com>', 'sent')",
+        (nid,),
+    )
     return nid
 
 
@@ -76,8 +84,14 @@ def test_an_old_finished_notification_goes_with_its_jobs_summary_delivery_and_ch
 
     report = purge_now(herald_db)
 
-    assert report.counts() == {"notifications": 1, "jobs": 2, "summaries": 1, "deliveries": 1,
-                               "changes": 1, "orchestrator_runs": 0}
+    assert report.counts() == {
+        "notifications": 1,
+        "jobs": 2,
+        "summaries": 1,
+        "deliveries": 1,
+        "changes": 1,
+        "orchestrator_runs": 0,
+    }
     assert not exists(herald_db, "notifications", nid)
     assert not exists(herald_db, "change_log", change_id)
     for table in ("jobs", "summaries", "deliveries"):
@@ -92,8 +106,10 @@ def test_recent_finished_work_stays(herald_db):
 
 def test_a_notification_with_a_job_finished_after_the_cutoff_stays_whole(herald_db):
     nid = notification(herald_db, age_days=40, statuses=("complete", "complete"))
-    sql(herald_db, "UPDATE herald.jobs SET finished_at = now() WHERE id = "
-                   "(SELECT max(id) FROM herald.jobs)")
+    sql(
+        herald_db,
+        "UPDATE herald.jobs SET finished_at = now() WHERE id = (SELECT max(id) FROM herald.jobs)",
+    )
     assert purge_now(herald_db).total == 0
     assert exists(herald_db, "notifications", nid) and count(herald_db, "jobs") == 2
 
@@ -145,16 +161,21 @@ def test_old_skipped_and_failed_changes_go_but_unclaimed_and_recent_ones_stay(he
 
 
 def test_the_orchestrator_run_log_is_purged_but_not_a_run_in_progress(herald_db):
-    sql(herald_db, "INSERT INTO herald.orchestrator_runs (started_at, finished_at, status) "
-                   "VALUES (now() - interval '40 days', now() - interval '40 days', 'succeeded'), "
-                   "(now() - interval '40 days', NULL, 'running'), (now(), now(), 'succeeded')")
+    sql(
+        herald_db,
+        "INSERT INTO herald.orchestrator_runs (started_at, finished_at, status) "
+        "VALUES (now() - interval '40 days', now() - interval '40 days', 'succeeded'), "
+        "(now() - interval '40 days', NULL, 'running'), (now(), now(), 'succeeded')",
+    )
     assert purge_now(herald_db).orchestrator_runs == 1
     assert count(herald_db, "orchestrator_runs") == 2
 
 
 def test_more_rows_than_a_batch_are_purged_in_several_short_transactions(herald_db):
     n = 12_000
-    sql(herald_db, """
+    sql(
+        herald_db,
+        """
         WITH c AS (
             INSERT INTO herald.change_log (table_name, operation, row_pk, new_row, changed_at,
                                            claimed_at, outcome)
@@ -171,7 +192,9 @@ def test_more_rows_than_a_batch_are_purged_in_several_short_transactions(herald_
                                  recipient, created_at, finished_at)
         SELECT gen_random_uuid(), 'send_email', 'email', 'complete', n.id, n.change_id,
                'a@example.com', now() - interval '40 days', now() - interval '40 days' FROM n
-    """, {"n": n})
+    """,
+        {"n": n},
+    )
     kept = notification(herald_db, age_days=40, statuses=("failed",))
 
     report = purge_now(herald_db, batch_size=5_000)

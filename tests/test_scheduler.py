@@ -37,8 +37,13 @@ def scheduler_ticks(env, count: int) -> None:
     """`count` scheduler processes each send the periodic orchestrate message at one instant."""
     at = time.time() + 2.0  # time enough for every process to import Herald first
     procs = [
-        subprocess.Popen([sys.executable, "-c", TICK, str(at)], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, "-c", TICK, str(at)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(count)
     ]
     for proc in procs:
@@ -56,8 +61,12 @@ def small_batches_env(herald_env, tmp_path):
 
 def update_classes(url, n):
     first = sql(url, "SELECT coalesce(max(id), 0) AS m FROM classes")[0]["m"]
-    sql(url, "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
-             "FROM generate_series(1, %s) AS i", (n,))
+    sql(
+        url,
+        "INSERT INTO classes (title, seats) SELECT 'Class ' || i, 10 "
+        "FROM generate_series(1, %s) AS i",
+        (n,),
+    )
     sql(url, "UPDATE classes SET seats = seats + 1 WHERE id > %s", (first,))
 
 
@@ -68,12 +77,15 @@ def assert_each_change_sent_once_to_each_recipient(url, smtp_server, changes):
     assert len(received) == 2 * changes
     assert len({m.message_id for m in received}) == 2 * changes
     assert Counter(r for m in received for r in m.rcpt_tos) == {
-        "a@example.com": changes, "b@example.com": changes}
+        "a@example.com": changes,
+        "b@example.com": changes,
+    }
     # Every change was claimed by exactly one batch: one notification each, none shared.
     listed = [r["c"] for r in sql(url, "SELECT unnest(change_ids) AS c FROM herald.notifications")]
     assert len(listed) == len(set(listed)) == changes
-    assert sql(url, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NULL"
-               ) == [{"n": 0}]
+    assert sql(url, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NULL") == [
+        {"n": 0}
+    ]
 
 
 @pytest.mark.integration
@@ -136,8 +148,13 @@ def periodic_message(actor, *, age_seconds, retries=None):
     options = {"scheduled_at": str(pendulum.now().subtract(seconds=age_seconds))}
     if retries is not None:
         options["retries"] = retries
-    return Message(queue_name=actor.queue_name, actor_name=actor.actor_name, args=(), kwargs={},
-                   options=options)
+    return Message(
+        queue_name=actor.queue_name,
+        actor_name=actor.actor_name,
+        args=(),
+        kwargs={},
+        options=options,
+    )
 
 
 def orchestrator_runs(url):

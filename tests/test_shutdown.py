@@ -26,9 +26,22 @@ MEMBERS = 8  # one AI-summarised email each, to ops@example.com
 
 def start_worker(env, log, *, shutdown_timeout_ms: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", "1", "--threads", "4",
-         "--worker-shutdown-timeout", str(shutdown_timeout_ms)],
-        cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "actors",
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            "--worker-shutdown-timeout",
+            str(shutdown_timeout_ms),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -49,8 +62,14 @@ def everything_ends_sent_once(env, herald_db, smtp_server, tmp_path, openai_serv
     worker = Worker(env, tmp_path / "worker-after.log")
     try:
         assert wait_until(
-            lambda: sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries "
-                                   "WHERE status = 'sent'")[0]["n"] == MEMBERS, timeout=60)
+            lambda: (
+                sql(herald_db, "SELECT count(*) AS n FROM herald.deliveries WHERE status = 'sent'")[
+                    0
+                ]["n"]
+                == MEMBERS
+            ),
+            timeout=60,
+        )
         time.sleep(1.0)  # a duplicate would show up now
     finally:
         worker.stop()
@@ -72,23 +91,31 @@ def test_sigterm_lets_in_flight_jobs_finish_and_exits_before_the_shutdown_timeou
     env, herald_db, smtp_server, openai_server, tmp_path
 ):
     openai_server.latency = 3.0  # every AI request takes 3 s
-    sql(herald_db, "INSERT INTO members (first_name) SELECT 'm' || i "
-                   "FROM generate_series(1, %s) AS i", (MEMBERS,))
+    sql(
+        herald_db,
+        "INSERT INTO members (first_name) SELECT 'm' || i FROM generate_series(1, %s) AS i",
+        (MEMBERS,),
+    )
     proc = start_worker(env, tmp_path / "worker.log", shutdown_timeout_ms=30_000)
     orchestrate(env)
     assert wait_until(lambda: len(openai_server.requests) >= 4, timeout=30)  # 4 threads busy
 
     exit_seconds = sigterm_and_time_exit(proc)
 
-    print(f"\nSIGTERM with 4 AI requests in flight: exited in {exit_seconds:.1f}s "
-          f"(shutdown timeout 30s), exit status {proc.returncode}")
+    print(
+        f"\nSIGTERM with 4 AI requests in flight: exited in {exit_seconds:.1f}s "
+        f"(shutdown timeout 30s), exit status {proc.returncode}"
+    )
     assert exit_seconds < 30
     assert proc.returncode == 0
-    finished = sql(herald_db, "SELECT count(*) AS n FROM herald.jobs "
-                              "WHERE actor = 'enrich' AND status = 'complete'")[0]["n"]
+    finished = sql(
+        herald_db,
+        "SELECT count(*) AS n FROM herald.jobs WHERE actor = 'enrich' AND status = 'complete'",
+    )[0]["n"]
     assert finished >= 4  # the in-flight summaries completed before the process left
-    assert sql(herald_db, "SELECT count(*) AS n FROM herald.jobs WHERE status = 'running'"
-               ) == [{"n": 0}]  # nothing left half-done
+    assert sql(herald_db, "SELECT count(*) AS n FROM herald.jobs WHERE status = 'running'") == [
+        {"n": 0}
+    ]  # nothing left half-done
 
     everything_ends_sent_once(env, herald_db, smtp_server, tmp_path, openai_server)
     assert len(openai_server.requests) == MEMBERS  # no summary was asked for twice
@@ -98,16 +125,21 @@ def test_jobs_that_outlast_the_shutdown_timeout_are_handed_back_and_finished_by_
     env, herald_db, smtp_server, openai_server, tmp_path
 ):
     openai_server.latency = 12.0  # far longer than the shutdown timeout below
-    sql(herald_db, "INSERT INTO members (first_name) SELECT 'm' || i "
-                   "FROM generate_series(1, %s) AS i", (MEMBERS,))
+    sql(
+        herald_db,
+        "INSERT INTO members (first_name) SELECT 'm' || i FROM generate_series(1, %s) AS i",
+        (MEMBERS,),
+    )
     proc = start_worker(env, tmp_path / "worker.log", shutdown_timeout_ms=2_000)
     orchestrate(env)
     assert wait_until(lambda: len(openai_server.requests) >= 4, timeout=30)
 
     exit_seconds = sigterm_and_time_exit(proc)
 
-    print(f"\nSIGTERM with 12 s AI requests in flight, shutdown timeout 2s: exited in "
-          f"{exit_seconds:.1f}s, exit status {proc.returncode}")
+    print(
+        f"\nSIGTERM with 12 s AI requests in flight, shutdown timeout 2s: exited in "
+        f"{exit_seconds:.1f}s, exit status {proc.returncode}"
+    )
     assert exit_seconds < 12  # it did not wait for the requests
     duplicated = everything_ends_sent_once(env, herald_db, smtp_server, tmp_path, openai_server)
     assert duplicated == 0

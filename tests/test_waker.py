@@ -24,8 +24,9 @@ class Wakes:
             self.count += 1
         if self.url:  # what an orchestrator run does first, then claim everything
             sql(self.url, "INSERT INTO herald.orchestrator_runs DEFAULT VALUES")
-            sql(self.url, "UPDATE herald.change_log SET claimed_at = now() "
-                          "WHERE claimed_at IS NULL")
+            sql(
+                self.url, "UPDATE herald.change_log SET claimed_at = now() WHERE claimed_at IS NULL"
+            )
 
 
 @pytest.fixture
@@ -54,8 +55,11 @@ def test_tracked_tables_get_a_statement_level_notify_trigger(herald_db):
         ("members", "herald_change_log"), ("members", "herald_notify"),
     ]  # fmt: skip
     sql(herald_db, "SELECT herald.untrack('classes')")
-    left = sql(herald_db, "SELECT count(*) AS n FROM pg_trigger "
-                          "WHERE tgrelid = 'classes'::regclass AND tgname LIKE 'herald_%%'")
+    left = sql(
+        herald_db,
+        "SELECT count(*) AS n FROM pg_trigger "
+        "WHERE tgrelid = 'classes'::regclass AND tgname LIKE 'herald_%%'",
+    )
     assert left == [{"n": 0}]
 
 

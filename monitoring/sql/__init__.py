@@ -1,4 +1,5 @@
 """Operator queries (`herald jobs`, `herald stats`), loaded by name from `inspect.sql`."""
+
 from importlib import resources
 
 from orchestrator.sql import parse_queries

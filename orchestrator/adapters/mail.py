@@ -38,11 +38,9 @@ _ENVELOPE_FORBIDDEN = ("\r", "\n", "\0", "\u2028", "\u2029", "\x85")
 class Mailer(Protocol):
     """Hands one message to a mail system, or raises Transient/PermanentError."""
 
-    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None:
-        ...
+    def send(self, message: EmailMessage, *, from_addr: str, to_addrs: Sequence[str]) -> None: ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -199,8 +197,11 @@ class SmtpMailer:
         conn: smtplib.SMTP
         if s.tls:
             conn = smtplib.SMTP_SSL(
-                s.host, s.port, local_hostname=self._local_hostname,
-                timeout=s.timeout, context=self._context(),
+                s.host,
+                s.port,
+                local_hostname=self._local_hostname,
+                timeout=s.timeout,
+                context=self._context(),
             )
         else:
             conn = smtplib.SMTP(
@@ -340,9 +341,7 @@ class FileMailer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.paths: list[Path] = []
         self._lock = threading.Lock()
-        numbers = [
-            int(p.name[:4]) for p in self.directory.glob("[0-9][0-9][0-9][0-9]-*.eml")
-        ]
+        numbers = [int(p.name[:4]) for p in self.directory.glob("[0-9][0-9][0-9][0-9]-*.eml")]
         self._next = max(numbers, default=0) + 1
 
     def __repr__(self) -> str:

@@ -1,8 +1,9 @@
 """Herald's SQL, kept in `.sql` files and loaded by name (as procrastinate does).
 
 `queries.sql` (and any other `<topic>.sql` beside it, e.g. `breakers.sql`) holds the
-queries the services run, each introduced by a `-- name: <query_name>` line; `migrations/NNNN_<what>.sql` build the schema step
-by step, and `schema.sql` is the schema they add up to (a test checks that).
+queries the services run, each introduced by a `-- name: <query_name>` line;
+`migrations/NNNN_<what>.sql` build the schema step by step, and `schema.sql` is the
+schema they add up to, written out whole (a test checks that they agree).
 """
 
 from __future__ import annotations
