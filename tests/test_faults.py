@@ -31,7 +31,7 @@ import pytest
 from orchestrator.config import Settings, settings_from_mapping
 from tests.checker import Report, check
 from tests.helpers import sql
-from tests.services import wait_until
+from tests.services import require_service, wait_until
 from tests.workers import REPO, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -328,7 +328,9 @@ def test_sigkill_the_worker_five_times_loses_nothing(harness):
 
 def test_rabbitmq_stop_and_start_mid_run(harness, rabbitmq_server, rabbitmq_url):
     if not hasattr(rabbitmq_server, "stop_app"):
-        pytest.skip("an external RabbitMQ cannot be stopped by tests")
+        require_service(
+            "a RabbitMQ these tests can stop", "HERALD_TEST_RABBITMQ_URL points at an external node"
+        )
     vhost = unquote(urlsplit(rabbitmq_url).path.lstrip("/"))
     first = SMALL_N * 3 // 4
     insert_classes(harness.db, first)
@@ -385,7 +387,10 @@ def _start_rabbitmq(server) -> None:
 
 def test_postgres_immediate_restart_mid_run(harness, postgres_server):
     if type(postgres_server).__name__ == "ExternalPostgres":
-        pytest.skip("an external PostgreSQL cannot be restarted by tests")
+        require_service(
+            "a PostgreSQL these tests can restart",
+            "HERALD_TEST_DATABASE_URL points at an external server",
+        )
     # Small batches: the orchestrator is still draining when the server goes down.
     reconfigure(harness, fault_toml(batch_size=20))
     insert_classes(harness.db, SMALL_N)

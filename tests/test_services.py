@@ -61,7 +61,10 @@ def test_postgres_immediate_restart_then_reconnect(
     postgres_server: PostgresService, database_url: str
 ) -> None:
     if not isinstance(postgres_server, LocalPostgres):
-        pytest.skip("an external PostgreSQL cannot be restarted")
+        require_service(
+            "a PostgreSQL these tests can restart",
+            "HERALD_TEST_DATABASE_URL points at an external server",
+        )
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (id int)")
         conn.execute("INSERT INTO kept VALUES (1)")

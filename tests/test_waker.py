@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.waker import Waker
 from tests.helpers import sql
-from tests.services import wait_until
+from tests.services import require_service, wait_until
 
 
 class Wakes:
@@ -119,7 +119,10 @@ def test_the_waker_survives_a_postgresql_restart(herald_db, waker_for, postgres_
     try:
         postgres_server.restart()
     except NotImplementedError:
-        pytest.skip("an external PostgreSQL cannot be restarted")
+        require_service(
+            "a PostgreSQL these tests can restart",
+            "HERALD_TEST_DATABASE_URL points at an external server",
+        )
     # Whether the waker has noticed the restart yet or not, the change is orchestrated.
     wait_until(lambda: _up(herald_db), timeout=30)
     sql(herald_db, "INSERT INTO classes (title, seats) VALUES ('Yoga', 10)")
