@@ -13,25 +13,8 @@ from orchestrator.changes import Change
 from orchestrator.sql import queries
 
 
-def claim_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
-    """Claim up to `limit` unclaimed changes, oldest first, inside the caller's transaction."""
-    rows = conn.execute(queries["claim_changes"], {"limit": limit}).fetchall()
-    return sorted((Change.from_row(r) for r in rows), key=lambda c: c.id)
-
-
 def lock_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
     """Lock up to `limit` unclaimed changes, oldest first, inside the caller's transaction;
     the caller marks them claimed (with their outcomes) before it commits."""
     rows = conn.execute(queries["lock_changes"], {"limit": limit}).fetchall()
     return [Change.from_row(r) for r in rows]
-
-
-def set_outcomes(conn: psycopg.Connection, outcomes: list[tuple[int, str, str | None]]) -> None:
-    """Record (change id, outcome, error) for a batch in one statement."""
-    if not outcomes:
-        return
-    ids, kinds, errors = zip(*outcomes, strict=True)
-    conn.execute(
-        queries["set_change_outcomes"],
-        {"ids": list(ids), "outcomes": list(kinds), "errors": list(errors)},
-    )

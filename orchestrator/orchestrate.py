@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 #: Advisory-lock key for "a batch is being orchestrated" ("heraldob" in ASCII).
 ORCHESTRATOR_LOCK_KEY = 0x68657261_6C646F62
 
-#: Joins recipients into one text value for the batch insert (cannot appear in an address).
-_SEP = "\x1f"
-
 
 @dataclass
 class RunReport:
@@ -133,16 +130,6 @@ def write_debounced(conn: psycopg.Connection, planned: list[Planned], settings: 
         conn.execute(queries["set_jobs_eta"], {"eta": row["due_at"], "ids": [r.id for r in refs]})
         written += len(refs)
     return written
-
-
-def write_notifications(
-    conn: psycopg.Connection, planned: list[Planned], settings: Settings
-) -> list[JobRef]:
-    """Insert one notification per planned change and its first jobs, in one round each.
-
-    Debounced routes are written apart: their jobs are published later, when due.
-    """
-    return write_batch(conn, planned, settings, outcomes=None)
 
 
 def write_batch(

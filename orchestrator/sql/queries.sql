@@ -1,21 +1,10 @@
 -- Every query Herald's services run, loaded by name (orchestrator/sql/__init__.py).
 
--- name: claim_changes
--- Claim up to %(limit)s unclaimed changes. SKIP LOCKED lets concurrent claimers pass each
--- other; no high-water mark, so a change committed late (lower id) is still found.
-UPDATE herald.change_log AS c
-   SET claimed_at = clock_timestamp()
- WHERE c.id IN (SELECT id FROM herald.change_log
-                 WHERE claimed_at IS NULL
-                 ORDER BY id
-                 LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED)
-RETURNING c.id, c.table_name, c.operation, c.row_pk, c.old_row, c.new_row, c.changed_at;
-
 -- name: lock_changes
 -- Lock up to %(limit)s unclaimed changes for this batch's transaction without writing them
 -- yet: claimed_at is set with the outcome by write_batch, in the same transaction, so each
--- row is written once. SKIP LOCKED lets concurrent claimers pass each other, as above.
+-- row is written once. SKIP LOCKED lets concurrent claimers pass each other; no high-water
+-- mark, so a change committed late (with a lower id) is still found.
 SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
   FROM herald.change_log
  WHERE claimed_at IS NULL
@@ -55,12 +44,6 @@ ON CONFLICT (actor, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pen
 DO NOTHING
 RETURNING id, message_id, actor, queue, priority;
 
--- name: set_change_outcomes
-UPDATE herald.change_log AS c
-   SET outcome = u.outcome, error = u.error
-  FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(errors)s::text[]) AS u(id, outcome, error)
- WHERE c.id = u.id;
-
 -- name: try_orchestrator_lock
 -- One batch at a time across every process and machine: a transaction-level advisory lock.
 SELECT pg_try_advisory_xact_lock(%(key)s) AS locked;
@@ -77,16 +60,6 @@ UPDATE herald.orchestrator_runs
 
 -- name: next_notification_ids
 SELECT nextval('herald.notifications_id_seq') AS id FROM generate_series(1, %(n)s);
-
--- name: insert_notifications
-INSERT INTO herald.notifications
-       (id, route, table_name, row_pk, change_ids, recipients, ai, on_ai_failure, priority)
-SELECT u.id, u.route, u.table_name, u.row_pk, ARRAY[u.change_id], string_to_array(u.recipients, E'\x1f'),
-       u.ai, u.on_ai_failure, u.priority
-  FROM unnest(%(ids)s::bigint[], %(routes)s::text[], %(tables)s::text[], %(row_pks)s::jsonb[],
-              %(change_ids)s::bigint[], %(recipients)s::text[], %(ais)s::boolean[],
-              %(on_ai_failures)s::text[], %(priorities)s::text[])
-       AS u(id, route, table_name, row_pk, change_id, recipients, ai, on_ai_failure, priority);
 
 -- name: insert_jobs
 -- Writes ledger rows; a job whose (actor, unique_key) is already open is not written twice.
