@@ -56,6 +56,14 @@ class Sink:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.accepted) >= count, timeout)
 
+    async def handle_EHLO(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list:
+        """Offer PIPELINING (RFC 2920) as production MTAs do; aiosmtpd serves it already."""
+        session.host_name = hostname
+        responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         now = time.time()
         data = envelope.original_content or envelope.content or b""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from email.message import EmailMessage
 from email.utils import parseaddr
 
 from psycopg_pool import ConnectionPool
@@ -25,9 +24,10 @@ from orchestrator.breaker import Call, guarded
 from orchestrator.config import Settings
 from orchestrator.enrich import load_notification
 from orchestrator.errors import PermanentError, TransientError
+from orchestrator.mime import build_message, message_id_for
 from orchestrator.pii import unalias
 from orchestrator.ratelimit import limiter_for
-from orchestrator.render import ChangeView, build_message, message_id_for, render_notification
+from orchestrator.render import ChangeView, render_notification
 from orchestrator.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class _Delivery:
     notification_id: int
     recipient: str
     message_id: str
-    message: EmailMessage
+    message: bytes
 
     @property
     def lock_key(self) -> str:

@@ -3,16 +3,12 @@
 Row values are hostile input: any JSON, any size, any characters. Everything a
 template shows is prepared here first (formatted, truncated, control characters
 made visible), so templates stay dumb and a 10 MB value still renders a small
-email. Anything that reaches a header is sanitised again and the finished
-message is checked as serialised bytes, because Python's ``email`` package
-decodes RFC 2047 encoded words on assignment and can emit a bare line feed.
+email. Anything that reaches a header is sanitised here; `orchestrator.mime` then
+writes the message and checks its headers as serialised bytes.
 """
 
 from __future__ import annotations
 
-import email.policy
-import email.utils
-import hashlib
 import json
 import re
 import unicodedata
@@ -20,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from email.headerregistry import Address, HeaderRegistry
-from email.message import EmailMessage
 from typing import Any
 from uuid import UUID
 
@@ -45,10 +39,7 @@ __all__ = [
     "ChangeView",
     "FieldChange",
     "RenderedEmail",
-    "build_message",
     "format_value",
-    "message_id_for",
-    "parse_address",
     "render_notification",
     "sanitize_header_text",
 ]
@@ -68,11 +59,9 @@ MAX_SUMMARY_CHARS = 10_000
 MAX_SUBJECT_CHARS = 150
 
 _TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # Bidirectional overrides and isolates can reorder what a reader sees.
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0", "\u2028", "\u2029", "\x85")
 _ZWSP = "\u200b"
 
 
@@ -299,30 +288,6 @@ def _subject_parts(changes: Sequence[_ChangeDisplay], total: int) -> dict[str, s
     }
 
 
-class _CachedHeaderRegistry(HeaderRegistry):
-    """``HeaderRegistry`` building each header class once.
-
-    The stock registry creates a new class with ``type()`` on every header it makes
-    (about a third of ``build_message``'s time); the classes are the same every time.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type] = {}
-
-    def __getitem__(self, name: str) -> type:
-        key = name.lower()
-        cls = self._classes.get(key)
-        if cls is None:
-            cls = self._classes[key] = super().__getitem__(name)
-        return cls
-
-
-#: ``email.policy.SMTP`` and ``email.policy.default`` with the caching header registry.
-_POLICY = email.policy.SMTP.clone(header_factory=_CachedHeaderRegistry())
-_PARSE_POLICY = email.policy.default.clone(header_factory=_CachedHeaderRegistry())
-
-
 _environment: Environment | None = None
 
 
@@ -381,145 +346,3 @@ def render_notification(
     except Exception as exc:
         raise PermanentError(f"cannot render notification: {type(exc).__name__}: {exc}") from exc
     return RenderedEmail(subject=sanitize_header_text(subject), text=text, html=html)
-
-
-def message_id_for(notification_id: int, recipient: str, domain: str) -> str:
-    """The Message-ID for one notification and recipient, the same on every attempt.
-
-    A duplicate send (worker died after the server accepted) then carries the
-    same id, so receiving systems can drop it. The recipient is hashed so the
-    header reveals nothing about who else received the notification.
-    """
-    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", domain):
-        raise PermanentError(f"Message-ID domain {domain!r} is not a plain host name")
-    digest = hashlib.sha256(recipient.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"<herald.n{int(notification_id)}.{digest}@{domain}>"
-
-
-def _reject_line_breaks(header: str, value: str) -> None:
-    for ch in _FORBIDDEN_IN_HEADERS:
-        if ch in value:
-            raise PermanentError(f"{header} header contains a forbidden character U+{ord(ch):04X}")
-
-
-def parse_address(value: str, *, header: str = "address") -> Address:
-    """Exactly one address (with optional display name), or ``PermanentError`` naming ``header``."""
-    _reject_line_breaks(header, value)
-    found = email.utils.getaddresses([value])
-    if len(found) != 1:
-        raise PermanentError(f"{header} header must hold exactly one address: {value!r}")
-    name, addr = found[0]
-    if "@" not in addr:
-        raise PermanentError(f"{header} header has no valid address: {value!r}")
-    try:
-        return Address(display_name=name, addr_spec=addr)
-    except (ValueError, IndexError, TypeError) as exc:  # email.errors defects are ValueErrors
-        raise PermanentError(f"{header} header has an invalid address {value!r}: {exc}") from exc
-
-
-_RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "X-Herald-Change-Id",
-        "Auto-Submitted",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-    )
-)
-
-
-def build_message(
-    rendered: RenderedEmail,
-    *,
-    mail_from: str,
-    recipient: str,
-    message_id: str,
-    change_ids: Sequence[int],
-    extra_headers: Mapping[str, str] | None = None,
-) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) with Herald's headers.
-
-    Every header-bound value is rejected with ``PermanentError`` naming the
-    header if it carries a line break or NUL, and the serialised headers are
-    parsed back and checked, so nothing can add a header or a recipient.
-    The SMTP envelope is never taken from these headers: pass it to the mailer.
-    """
-    _reject_line_breaks("Subject", rendered.subject)
-    _reject_line_breaks("Message-ID", message_id)
-    if not re.fullmatch(r"<[^<>\s@]+@[^<>\s@]+>", message_id):
-        raise PermanentError(f"Message-ID header is not <local@domain>: {message_id!r}")
-    ids = list(change_ids)
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise PermanentError(f"X-Herald-Change-Id header needs integer change ids: {ids!r}")
-
-    msg = EmailMessage(policy=_POLICY)
-    msg["Message-ID"] = message_id
-    msg["Date"] = email.utils.formatdate(usegmt=True)
-    msg["From"] = parse_address(mail_from, header="From")
-    msg["To"] = parse_address(recipient, header="To")
-    msg["Subject"] = rendered.subject
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Herald-Change-Id"] = ",".join(str(i) for i in ids)
-    for name, value in (extra_headers or {}).items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
-            raise PermanentError(f"extra header name {name!r} is not allowed")
-        _reject_line_breaks(name, value)
-        msg[name] = value
-    msg.set_content(rendered.text)
-    msg.add_alternative(rendered.html, subtype="html")
-    _check_serialised_headers(msg)
-    return msg
-
-
-_BARE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n|\0")
-
-
-def _check_serialised_headers(msg: EmailMessage) -> None:
-    """Read each header back as a receiver would and demand what we set, unbroken.
-
-    The ``email`` package decodes ``=?UTF-8?Q?=0A?=`` in a display name and can
-    write a raw line feed; a receiver decoding a literal encoded word in the
-    subject would show one. Both are refused here.
-
-    Each header is folded as it will be written and checked on its own (the body
-    plays no part in it): no bare CR, LF or NUL; exactly one header of the name we
-    set (its first line starts with the name, every other line is a continuation,
-    which is what a parser needs to see the same header list); and its value, parsed
-    and decoded by ``email.policy.default`` as a receiver would, holds no line break,
-    NUL or other control character. A header with nothing to decode (no ``=?``, no
-    ``*``) is checked as the unfolded text itself, without the parser's cost.
-    """
-    for name, value in msg.items():
-        folded = msg.policy.fold_binary(name, value)
-        if _BARE_BREAK.search(folded):
-            raise PermanentError(f"{name} header would be written with a bare line break or NUL")
-        lines = folded.decode("ascii", "surrogateescape").split("\r\n")
-        if lines[-1] == "":
-            lines.pop()
-        first, rest = lines[0] if lines else "", lines[1:]
-        if (
-            first.split(":", 1)[0].lower() != name.lower()
-            or ":" not in first
-            or any(not line or line[0] not in " \t" for line in rest)
-        ):
-            raise PermanentError("message headers do not survive serialisation unchanged")
-        parsed_name, raw = _PARSE_POLICY.header_source_parse([line + "\r\n" for line in lines])
-        if b"=?" in folded or b"*" in folded:
-            # Encoded words (RFC 2047) or parameter encodings (RFC 2231): decode as a
-            # receiver would, and check what comes out.
-            text = str(_PARSE_POLICY.header_fetch_parse(parsed_name, raw))
-        else:
-            # Nothing to decode: every character a parser could give back is in the
-            # unfolded text itself, so checking that text is at least as strict.
-            text = raw.replace("\r\n", "")
-        _reject_line_breaks(name, text)
-        if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in text):
-            raise PermanentError(f"{name} header contains a control character")

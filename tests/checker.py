@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 
 from orchestrator.changes import Change
 from orchestrator.config import Settings
-from orchestrator.render import message_id_for
+from orchestrator.mime import message_id_for
 from orchestrator.routing import route
 
 

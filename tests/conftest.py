@@ -96,14 +96,19 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 @pytest.fixture
 def make_smtp_server() -> Iterator[Callable[..., SmtpServer]]:
-    """Factory for variants: ``make_smtp_server(username=, password=, starttls=)``."""
+    """Factory for variants: ``make_smtp_server(username=, password=, starttls=, pipelining=)``."""
     servers: list[SmtpServer] = []
 
     def make(
-        username: str | None = None, password: str | None = None, starttls: bool = False
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        pipelining: bool = True,
     ) -> SmtpServer:
         try:
-            server = start_smtp(username=username, password=password, starttls=starttls)
+            server = start_smtp(
+                username=username, password=password, starttls=starttls, pipelining=pipelining
+            )
         except ServiceUnavailable as exc:
             require_service("SMTP", str(exc))
         servers.append(server)

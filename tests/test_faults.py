@@ -563,8 +563,8 @@ def test_the_checker_counts_lost_duplicated_and_unexpected(herald_db, pool):
     """A checker that cannot fail proves nothing: feed it a log with each kind of fault."""
     from dataclasses import dataclass
 
+    from orchestrator.mime import message_id_for
     from orchestrator.orchestrate import run_orchestrator
-    from orchestrator.render import message_id_for
     from tests.helpers import RecordingPublisher
 
     @dataclass

@@ -21,7 +21,8 @@ from orchestrator.adapters.mail import (
     mailer_from_url,
 )
 from orchestrator.errors import PermanentError, TransientError
-from orchestrator.render import ChangeView, build_message, message_id_for, render_notification
+from orchestrator.mime import build_message, message_id_for
+from orchestrator.render import ChangeView, render_notification
 from tests.services import free_port
 from tests.services.smtp import SmtpServer
 
@@ -60,11 +61,11 @@ def mailer(smtp_server: SmtpServer) -> Iterator[SmtpMailer]:
 def count_connections(server: SmtpServer) -> set[tuple[str, int]]:
     """Peers that said EHLO: one per TCP connection (aiosmtpd reads hooks per connection)."""
     peers: set[tuple[str, int]] = set()
+    answer_ehlo = server.handle_EHLO
 
     async def handle_EHLO(srv: Any, session: Any, envelope: Any, hostname: str, responses: Any):
         peers.add(tuple(session.peer))
-        session.host_name = hostname  # a hook takes over this duty from aiosmtpd
-        return responses
+        return await answer_ehlo(srv, session, envelope, hostname, responses)
 
     server.handle_EHLO = handle_EHLO  # type: ignore[attr-defined]
     return peers
@@ -82,14 +83,13 @@ def test_a_send_is_recorded_with_exact_envelope(
     (received,) = smtp_server.wait_for(1)
     assert received.mail_from == FROM
     assert received.rcpt_tos == [TO]
-    assert received.message_id == msg["Message-ID"]
+    assert received.message_id == message_id_for(1, TO, "herald.test")
     assert received.header("X-Herald-Change-Id") == "9"
 
 
 @integration
 def test_rcpt_to_never_comes_from_the_headers(smtp_server: SmtpServer, mailer: SmtpMailer) -> None:
-    msg = notification(recipient="shown@example.com")
-    msg["Cc"] = "cc@example.com"
+    msg = b"Cc: cc@example.com\r\n" + notification(recipient="shown@example.com")
     mailer.send(msg, from_addr=FROM, to_addrs=["actual@example.com"])
     (received,) = smtp_server.wait_for(1)
     assert received.rcpt_tos == ["actual@example.com"]
@@ -163,6 +163,44 @@ def test_a_554_after_data_is_a_permanent_error(smtp_server: SmtpServer, mailer: 
     smtp_server.fail_next(1, code=554, text="message rejected as spam")
     with pytest.raises(PermanentError, match="SMTP 554: message rejected as spam"):
         mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
+
+
+@integration
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_refusals_leave_the_connection_ready_for_the_next_message(
+    make_smtp_server: Callable[..., SmtpServer], pipelining: bool
+) -> None:
+    server = make_smtp_server(pipelining=pipelining)
+    peers = count_connections(server)
+    mailer = SmtpMailer(SmtpSettings.from_url(server.url + "?timeout=10"))
+    try:
+        mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
+        assert mailer._local.conn.has_extn("pipelining") is pipelining
+        server.reject_recipient("gone@example.com", code=550, text="no such user")
+        with pytest.raises(PermanentError, match="SMTP 550: no such user"):
+            mailer.send(notification(), from_addr=FROM, to_addrs=["gone@example.com"])
+        server.fail_next(1, code=451, text="later")
+        with pytest.raises(TransientError, match="SMTP 451: later"):
+            mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
+        body = notification(notification_id=2)
+        mailer.send(body, from_addr=FROM, to_addrs=[TO])
+    finally:
+        mailer.close()
+    first, last = server.wait_for(2)
+    assert last.data.replace(b"\r\n", b"\n").rstrip() == body.replace(b"\r\n", b"\n").rstrip()
+    assert last.message_id == message_id_for(2, TO, "herald.test")
+    assert len(peers) == 1
+
+
+@integration
+def test_a_pipelined_send_with_one_recipient_refused_reports_it(
+    smtp_server: SmtpServer, mailer: SmtpMailer
+) -> None:
+    smtp_server.reject_recipient("gone@example.com", code=550, text="no such user")
+    with pytest.raises(PermanentError, match="accepted for 1 other"):
+        mailer.send(notification(), from_addr=FROM, to_addrs=[TO, "gone@example.com"])
+    (received,) = smtp_server.wait_for(1)
+    assert received.rcpt_tos == [TO]
 
 
 @integration
@@ -377,9 +415,10 @@ def test_the_fake_mailer_records_sends_and_fails_on_cue() -> None:
             fake.send(msg, from_addr=FROM, to_addrs=[TO])
     fake.send(msg, from_addr=FROM, to_addrs=[TO])
     assert fake.attempts == 3
-    ((message, from_addr, to_addrs),) = fake.sent
-    assert (message, from_addr, to_addrs) == (msg, FROM, (TO,))
+    ((message, from_addr, to_addrs, raw),) = fake.sent
+    assert (raw, from_addr, to_addrs) == (msg, FROM, (TO,))
     assert isinstance(message, EmailMessage)
+    assert message["Message-ID"] == message_id_for(1, TO, "herald.test")
 
 
 def test_mailers_are_chosen_by_url(tmp_path: Path) -> None:

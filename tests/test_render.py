@@ -1,4 +1,5 @@
-"""Rendering notifications: what an email shows, how big it gets, and what reaches a header."""
+"""Rendering notifications: what an email shows, how big it gets, and what reaches a header
+(written by `orchestrator.mime`, checked here as a receiver parses it)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from jinja2 import DictLoader, Environment, StrictUndefined
 
 from orchestrator import render
 from orchestrator.errors import PermanentError
+from orchestrator.mime import build_message, message_id_for
 from orchestrator.render import (
     ChangeView,
     FieldChange,
     RenderedEmail,
-    build_message,
-    message_id_for,
     render_notification,
 )
 
@@ -60,7 +60,7 @@ def rendered(*changes: ChangeView, summary: str | None = None, note: str | None 
     return render_notification(changes, summary=summary, summary_note=note, route="ops")
 
 
-def message(email_: RenderedEmail, change_ids: list[int] | None = None) -> EmailMessage:
+def message(email_: RenderedEmail, change_ids: list[int] | None = None) -> bytes:
     return build_message(
         email_,
         mail_from=FROM,
@@ -70,8 +70,8 @@ def message(email_: RenderedEmail, change_ids: list[int] | None = None) -> Email
     )
 
 
-def on_the_wire(msg: EmailMessage) -> EmailMessage:
-    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+def on_the_wire(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
 
@@ -193,7 +193,7 @@ def test_a_10_mb_value_renders_a_bounded_email() -> None:
     out = rendered(update({"blob": "small"}, {"blob": huge}), summary="s" * 1_000_000)
     assert "…(truncated, 10000000 chars)" in out.text
     assert len(out.text) < 20_000 and len(out.html) < 25_000
-    assert len(message(out).as_bytes()) < 100_000
+    assert len(message(out)) < 100_000
 
 
 def test_a_huge_nested_value_is_truncated_as_json() -> None:
@@ -395,7 +395,7 @@ def test_extra_headers_are_added_but_cannot_replace_herald_headers() -> None:
     msg = build_message(
         RenderedEmail("s", "t", "h"), extra_headers={"X-Herald-Route": "ops"}, **base
     )
-    assert msg["X-Herald-Route"] == "ops"
+    assert on_the_wire(msg)["X-Herald-Route"] == "ops"
     with pytest.raises(PermanentError, match="Bcc"):
         build_message(RenderedEmail("s", "t", "h"), extra_headers={"Bcc": "x@y.z"}, **base)
     with pytest.raises(PermanentError, match="X-Note"):

@@ -64,8 +64,10 @@ class SmtpServer:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        pipelining: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
+        self.pipelining = pipelining  # offered in EHLO, as production MTAs do (RFC 2920)
         self.port = free_port()
         self.username = username
         self.password = password
@@ -186,6 +188,16 @@ class SmtpServer:
         )
         return AuthResult(success=ok, handled=False)
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list:
+        # aiosmtpd reads commands one at a time from its stream, so it serves pipelined
+        # commands correctly; it only does not say so.
+        session.host_name = hostname  # a hook takes over this duty from aiosmtpd
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
     ) -> str:
@@ -276,10 +288,15 @@ def _certificate_with_cryptography(cert_path: Path, key_path: Path) -> None:
 
 
 def start_smtp(
-    username: str | None = None, password: str | None = None, starttls: bool = False
+    username: str | None = None,
+    password: str | None = None,
+    starttls: bool = False,
+    pipelining: bool = True,
 ) -> SmtpServer:
     """A started server; raises ServiceUnavailable if it cannot listen."""
-    server = SmtpServer(username=username, password=password, starttls=starttls)
+    server = SmtpServer(
+        username=username, password=password, starttls=starttls, pipelining=pipelining
+    )
     try:
         return server.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
