@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--processes", type=int, default=2, help="worker processes (AI off)")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process (AI off)")
-    p.add_argument("--ai-processes", type=int, default=2, help="worker processes (AI on)")
-    p.add_argument("--ai-threads", type=int, default=64, help="threads per process (AI on)")
+    p.add_argument("--ai-processes", type=int, default=2, help="enrich worker processes (AI on)")
+    p.add_argument("--ai-threads", type=int, default=64, help="threads per enrich process (AI on)")
     p.add_argument(
         "--prefetch",
         type=int,
@@ -141,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs, "batch_size": args.batch_size, "ai_latency_s": args.ai_latency,
         "ai_off_workers": scenarios.worker_settings(args.processes, args.threads, args.prefetch,
                                                     None),
-        "ai_on_workers": scenarios.worker_settings(args.ai_processes, args.ai_threads,
-                                                   args.prefetch, None),
+        "ai_on_workers": [
+            scenarios.worker_settings(args.ai_processes, args.ai_threads, args.prefetch,
+                                      scenarios.AI_QUEUES),
+            scenarios.worker_settings(args.processes, args.threads, args.prefetch,
+                                      scenarios.OTHER_QUEUES),
+        ],
         "ceiling_workers": scenarios.worker_settings(args.processes, args.threads, None, None),
     }  # fmt: skip
     res = out["scenarios"]
@@ -207,13 +211,26 @@ def main(argv: list[str] | None = None) -> int:
                               ai_latency=args.ai_latency,
                               extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
                 print(f"end to end, AI at {args.ai_latency * 1000:.0f} ms: {size['e2e_ai']} "
-                      f"changes, {args.ai_processes} x {args.ai_threads}", flush=True)  # fmt: skip
-                group = WorkerGroup(
-                    env,
-                    scenarios.path_for_log(Path(tmp), "workers-ai"),
-                    processes=args.ai_processes,
-                    threads=args.ai_threads,
-                )
+                      f"changes; enrich {args.ai_processes} x {args.ai_threads}, the rest "
+                      f"{args.processes} x {args.threads}", flush=True)  # fmt: skip
+                # As deployed for an AI route: the enrich queue in workers of its own with
+                # threads ~ throughput x AI latency; every other queue in the regular workers.
+                groups = [
+                    WorkerGroup(
+                        env,
+                        scenarios.path_for_log(Path(tmp), "workers-enrich"),
+                        processes=args.ai_processes,
+                        threads=args.ai_threads,
+                        queues=scenarios.AI_QUEUES,
+                    ),
+                    WorkerGroup(
+                        env,
+                        scenarios.path_for_log(Path(tmp), "workers-rest"),
+                        processes=args.processes,
+                        threads=args.threads,
+                        queues=scenarios.OTHER_QUEUES,
+                    ),
+                ]
                 try:
                     scenarios.end_to_end(svc, db, table="bench_ai", changes=500)  # warm-up
                     res["e2e_ai"] = median_of(
@@ -224,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                         "per_s",
                     )
                 finally:
-                    group.stop()
+                    for group in groups:
+                        group.stop()
             if "seeds" in want:
                 print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
                 db = svc.database()

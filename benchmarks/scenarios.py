@@ -250,6 +250,11 @@ def seeds(svc: Services, db: str, *, changes: int, ai_latency: float) -> dict:
     }
 
 
+#: With the AI on, the enrich queue gets workers of its own (threads ~ rate x AI latency).
+AI_QUEUES = ["enrich"]
+OTHER_QUEUES = ["orchestrate", "email", "maintenance"]
+
+
 def worker_settings(processes: int, threads: int, prefetch: int | None, queues: list[str] | None
                     ) -> dict:  # fmt: skip
     return {"processes": processes, "threads": threads,

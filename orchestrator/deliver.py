@@ -12,6 +12,7 @@ the same Message-ID, and the delivery is flagged `ambiguous`, never silently.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -214,8 +215,8 @@ def _send(
         with call.made():  # what the smtp breaker learns from this send
             mailer.send(
                 delivery.message,
-                from_addr=_envelope_from(settings.mail_from),
-                to_addrs=[parseaddr(delivery.recipient)[1]],
+                from_addr=envelope_address(settings.mail_from),
+                to_addrs=[envelope_address(delivery.recipient)],
             )
     except TransientError as exc:
         conn.execute(queries["delivery_released"], {"id": row["id"], "error": str(exc)})
@@ -243,5 +244,7 @@ def _completed(job_id: int) -> None:
         attempt.completed = True
 
 
-def _envelope_from(mail_from: str) -> str:
-    return parseaddr(mail_from)[1]
+@functools.lru_cache(maxsize=4096)  # the same few addresses, parsed once each
+def envelope_address(address: str) -> str:
+    """The bare address for the SMTP envelope (``Ops <ops@x>`` -> ``ops@x``)."""
+    return parseaddr(address)[1]

@@ -296,6 +296,7 @@ def _env() -> Environment:
     if _environment is None:
         _environment = Environment(
             loader=PackageLoader("orchestrator", "templates"),
+            auto_reload=False,  # templates ship with the code: no stat() per email
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=StrictUndefined,
             keep_trailing_newline=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
+import functools
 import re
 import smtplib
 import ssl
@@ -314,8 +315,8 @@ def _sendmail(
     if not conn.has_extn("pipelining"):
         return conn.sendmail(from_addr, recipients, message)
     size = f" SIZE={len(message)}" if conn.has_extn("size") else ""
-    commands = [f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}"]
-    commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+    commands = [f"MAIL FROM:{_quoted(from_addr)}{size}"]
+    commands += [f"RCPT TO:{_quoted(r)}" for r in recipients]
     conn.send("".join(f"{c}\r\n" for c in [*commands, "DATA"]))
     mail = conn.getreply()
     replies = {r: conn.getreply() for r in recipients}
@@ -354,6 +355,8 @@ def _reset(conn: smtplib.SMTP, closing: bool) -> None:
         conn.rset()
 
 
+#: smtplib.quoteaddr, remembered: the same few addresses are quoted on every message.
+_quoted = functools.lru_cache(maxsize=4096)(smtplib.quoteaddr)
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 
