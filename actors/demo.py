@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 import actors
 from actors import runtime
 from actors.orchestrate import orchestrate
+from orchestrator import db
 from orchestrator.adapters.ai import summariser_from_settings
 from orchestrator.adapters.mail import FileMailer
 from orchestrator.config import Settings, settings_from_mapping
@@ -264,7 +265,8 @@ def make_changes(url: str, plan: Plan) -> Made:
                     f"+44 20 7946 {i % 10000:04d}",
                 ),
             ).fetchone()
-            made.member_ids.append(row["id"])  # type: ignore[index]
+            assert row is not None  # INSERT ... RETURNING of one row
+            made.member_ids.append(row["id"])
         for i in range(1, plan.updates + 1):
             conn.execute(
                 "UPDATE classes SET seats = seats - 3,"
@@ -332,7 +334,7 @@ def _fast_retries(broker: dramatiq.Broker) -> dict[str, dict[str, Any]]:
 
 
 def _counts(pool: ConnectionPool) -> dict[str, int]:
-    with pool.connection() as conn:
+    with db.connection(pool) as conn:
         row = conn.execute(
             "SELECT"
             " (SELECT count(*) FROM herald.deliveries WHERE status = 'sent') AS sent,"
@@ -341,7 +343,8 @@ def _counts(pool: ConnectionPool) -> dict[str, int]:
             " (SELECT count(*) FROM herald.jobs WHERE status IN ('pending', 'running')) AS open,"
             " (SELECT count(*) FROM herald.orchestrator_runs WHERE status <> 'running') AS runs"
         ).fetchone()
-    return dict(row)  # type: ignore[arg-type]
+    assert row is not None  # a SELECT without FROM returns one row
+    return dict(row)
 
 
 def _drain(broker: StubBroker, pool: ConnectionPool, progress: Progress) -> dict[str, int]:
@@ -368,7 +371,7 @@ def _drain(broker: StubBroker, pool: ConnectionPool, progress: Progress) -> dict
 
 
 def _report(pool: ConnectionPool) -> dict[str, Any]:
-    with pool.connection() as conn:
+    with db.connection(pool) as conn:
         outcomes = {
             r["outcome"]: r["n"]
             for r in conn.execute(

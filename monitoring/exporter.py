@@ -78,7 +78,7 @@ class LedgerCollector:
             return psycopg.connect(
                 database_url,
                 autocommit=True,
-                row_factory=dict_row,  # type: ignore[arg-type]
+                row_factory=dict_row,
                 connect_timeout=CONNECT_TIMEOUT,
                 options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                 application_name="herald-exporter",
@@ -113,7 +113,7 @@ def serve(
     """Serve the ledger gauges on ``http://host:port/metrics`` until SIGTERM or SIGINT
     (or until ``stop`` is set). ``ready`` is called with the bound port once listening."""
     registry = CollectorRegistry()
-    registry.register(LedgerCollector.for_url(settings.database_url))  # type: ignore[arg-type]
+    registry.register(LedgerCollector.for_url(settings.database_url))
     server, thread = start_http_server(port, addr=host, registry=registry)
     bound = server.server_address[1]
     logger.info("Herald exporter serving http://%s:%d/metrics", host, bound)

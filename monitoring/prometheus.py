@@ -202,7 +202,9 @@ class Prometheus(Middleware):
 
     # -- message hooks ---------------------------------------------------------------
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy
+    ) -> None:
         if self.metrics is None:
             return
         with self._starts_lock:
@@ -212,7 +214,7 @@ class Prometheus(Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: dramatiq.Message,
+        message: dramatiq.MessageProxy,
         *,
         result: Any = None,
         exception: BaseException | None = None,
@@ -236,7 +238,7 @@ class Prometheus(Middleware):
         else:
             self.metrics.retried.labels(*labels).inc()
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # A skip raised before our before-hook ran (periodiq, the ledger) has no start
         # recorded: running was never incremented, so it must not be decremented.
         if self.metrics is None:
@@ -244,7 +246,7 @@ class Prometheus(Middleware):
         if self._forget(message) is not None:
             self.metrics.running.labels(*_labels(message)).dec()
 
-    def _forget(self, message: dramatiq.Message) -> float | None:
+    def _forget(self, message: dramatiq.MessageProxy) -> float | None:
         with self._starts_lock:
             return self._starts.pop(message.message_id, None)
 
@@ -304,7 +306,7 @@ def actor_queues(broker: dramatiq.Broker) -> dict[str, str]:
     }
 
 
-def _labels(message: dramatiq.Message) -> tuple[str, str]:
+def _labels(message: dramatiq.MessageProxy) -> tuple[str, str]:
     return message.actor_name, q_name(message.queue_name)
 
 
@@ -376,6 +378,6 @@ def start_exposition_server(host: str, port: int, path: str) -> Any:
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LiveMultiProcessCollector(path))  # type: ignore[arg-type]
+    registry.register(_LiveMultiProcessCollector(path))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

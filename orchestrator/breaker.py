@@ -29,10 +29,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from orchestrator import db
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
 from orchestrator.ratelimit import Postponed, RateLimiter, Throttled, limiter_for
@@ -79,7 +81,7 @@ class CircuitBreaker:
         """Let a call through (returns True when it is the probe) or raise CircuitOpen."""
         if self.known_state == "closed":
             return False
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             row = conn.execute(queries["breaker_state"], {"breaker": self.name}).fetchone()
             if row is None or row["state"] == "closed":
                 return False
@@ -94,7 +96,7 @@ class CircuitBreaker:
         raise CircuitOpen(self.name, retry_in, row["open_seconds"], row["last_error"])
 
     def succeeded(self, pool: ConnectionPool, *, probe: bool) -> None:
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             if probe:
                 if conn.execute(
                     queries["breaker_probe_succeeded"], {"breaker": self.name}
@@ -110,7 +112,7 @@ class CircuitBreaker:
             "threshold": self.failure_threshold,
             "reset_seconds": self.reset_seconds,
         }
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             if probe:
                 conn.execute(queries["breaker_probe_failed"], params)
                 logger.warning("Circuit %s stays open: the probe failed: %s", self.name, error)
@@ -126,7 +128,7 @@ class CircuitBreaker:
             )
 
     def release_probe(self, pool: ConnectionPool) -> None:
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             conn.execute(queries["breaker_release_probe"], {"breaker": self.name})
 
 
@@ -144,11 +146,12 @@ def breaker_for(
     )
 
 
-def breaker_states(conn: psycopg.Connection) -> list[dict]:
+def breaker_states(conn: psycopg.Connection[Any]) -> list[dict]:
     """Every breaker's row (state, consecutive_failures, opened_at, ...) for operators;
     empty on a schema from before breakers existed."""
     exists = conn.execute("SELECT to_regclass('herald.circuit_breakers') IS NOT NULL AS t")
     row = exists.fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
     if not (row["t"] if isinstance(row, dict) else row[0]):
         return []
     return [dict(r) for r in conn.execute(queries["breakers_all"]).fetchall()]

@@ -7,13 +7,12 @@ other's rows instead of waiting or taking them twice.
 
 from __future__ import annotations
 
-import psycopg
-
 from orchestrator.changes import Change
+from orchestrator.db import DictConnection
 from orchestrator.sql import queries
 
 
-def lock_batch(conn: psycopg.Connection, limit: int) -> list[Change]:
+def lock_batch(conn: DictConnection, limit: int) -> list[Change]:
     """Lock up to `limit` unclaimed changes, oldest first, inside the caller's transaction;
     the caller marks them claimed (with their outcomes) before it commits."""
     rows = conn.execute(queries["lock_changes"], {"limit": limit}).fetchall()

@@ -12,19 +12,28 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-_pools: dict[str, ConnectionPool] = {}
+#: A row as `dict_row` makes it: column name -> value.
+DictRow = dict[str, Any]
+#: What `connect` and the pools hand out. Pools are typed `ConnectionPool[Any]`, as callers
+#: annotate a bare `ConnectionPool` (to mypy, tuple rows): `connection(pool)`, `transaction`
+#: and `autocommit` give a `DictConnection`.
+DictConnection = psycopg.Connection[DictRow]
+
+_pools: dict[str, ConnectionPool[DictConnection]] = {}
 _lock = threading.Lock()
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """A single connection, for CLI commands and tests."""
-    return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)  # type: ignore[arg-type]
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A single connection, for CLI commands and tests (a `DictConnection`, typed loosely
+    so it also passes where a bare `psycopg.Connection` is expected)."""
+    return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)
 
 
 def default_pool_size() -> int:
@@ -47,7 +56,7 @@ def default_pool_size() -> int:
     return max(16, threads + 4)
 
 
-def get_pool(url: str, *, max_size: int | None = None) -> ConnectionPool:
+def get_pool(url: str, *, max_size: int | None = None) -> ConnectionPool[Any]:
     """The process-wide pool for `url` (created lazily: workers fork before first use)."""
     max_size = max_size or default_pool_size()
     with _lock:
@@ -76,13 +85,13 @@ def get_pool(url: str, *, max_size: int | None = None) -> ConnectionPool:
 CHECK_AFTER_IDLE_SECONDS = 1.0
 
 
-def _note_returned(conn: psycopg.Connection) -> None:
+def _note_returned(conn: DictConnection) -> None:
     if conn.autocommit:  # `autocommit()` restores it; never hand out a changed connection
         conn.autocommit = False
     conn._herald_returned_at = time.monotonic()  # type: ignore[attr-defined]
 
 
-def _check_if_idle(conn: psycopg.Connection) -> None:
+def _check_if_idle(conn: DictConnection) -> None:
     if conn.broken or conn.closed:
         raise psycopg.OperationalError("connection is broken")
     returned = getattr(conn, "_herald_returned_at", None)
@@ -90,15 +99,20 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def connection(pool: ConnectionPool[Any]) -> AbstractContextManager[DictConnection]:
+    """`pool.connection()`, typed: every pool here makes dict rows (`get_pool`)."""
+    return pool.connection()
+
+
 @contextmanager
-def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+def transaction(pool: ConnectionPool[Any]) -> Iterator[DictConnection]:
     """A pooled connection inside one transaction (commit on success, rollback on error)."""
     with pool.connection() as conn, conn.transaction():
         yield conn
 
 
 @contextmanager
-def autocommit(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+def autocommit(pool: ConnectionPool[Any]) -> Iterator[DictConnection]:
     """A pooled connection in autocommit mode, back to the pool in the default mode.
 
     Each statement is then its own transaction in one round trip (no BEGIN and COMMIT

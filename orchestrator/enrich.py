@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from orchestrator import ledger
+from orchestrator import db, ledger
 from orchestrator.adapters.ai import Summariser, Summary
 from orchestrator.breaker import CircuitOpen, guarded
 from orchestrator.changes import Change
@@ -56,13 +56,14 @@ def enrich(
 ) -> EnrichOutcome:
     """Summarise one notification and write its email jobs; returns them for publishing."""
     attempt = ledger.current(job_id)
+    job: db.DictRow | None  # the attempt's, or locked here
     if attempt is not None:  # started by the ledger middleware, which read all this
         job, notification = attempt.job, attempt.notification
         changes, existing = attempt.changes, attempt.summary
         if notification is None:
             raise PermanentError(f"notification {job['notification_id']} does not exist")
     else:
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
             if job is None:
                 raise PermanentError(f"job {job_id} does not exist")
@@ -109,7 +110,7 @@ def enrich(
                 "Notification %d goes out without a summary: %s", notification["id"], error
             )
 
-    with pool.connection() as conn, conn.transaction():
+    with db.connection(pool) as conn, conn.transaction():
         current = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
         if current is None or current["status"] != "running":
             return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from orchestrator.changes import Change
+from orchestrator.db import DictConnection, DictRow
 from orchestrator.sql import queries
 
 #: Actor name -> queue name, for every actor that has ledger rows.
@@ -60,7 +61,7 @@ class JobRef:
 Publish = Callable[[Sequence[JobRef]], Sequence[int]]
 
 
-def job_ref(row: dict) -> JobRef:
+def job_ref(row: DictRow) -> JobRef:
     return JobRef(
         id=row["id"],
         message_id=str(row["message_id"]),
@@ -70,7 +71,7 @@ def job_ref(row: dict) -> JobRef:
     )
 
 
-def write_jobs(conn: psycopg.Connection, jobs: Sequence[NewJob]) -> list[JobRef]:
+def write_jobs(conn: DictConnection, jobs: Sequence[NewJob]) -> list[JobRef]:
     """Insert ledger rows in one statement; an already-open duplicate is not written."""
     if not jobs:
         return []
@@ -92,11 +93,13 @@ def job_params(jobs: Sequence[NewJob]) -> dict[str, list]:
     }
 
 
-def job_refs(rows: Sequence[dict]) -> list[JobRef]:
+def job_refs(rows: Sequence[DictRow]) -> list[JobRef]:
     return sorted((job_ref(r) for r in rows), key=lambda r: r.id)
 
 
-def publish_and_mark(conn: psycopg.Connection, refs: Sequence[JobRef], publish: Publish) -> int:
+def publish_and_mark(
+    conn: psycopg.Connection[Any], refs: Sequence[JobRef], publish: Publish
+) -> int:
     """Publish messages for committed jobs and record when; return how many went out."""
     if not refs:
         return 0
@@ -107,7 +110,7 @@ def publish_and_mark(conn: psycopg.Connection, refs: Sequence[JobRef], publish: 
 
 
 def republish_stale(
-    conn: psycopg.Connection, publish: Publish, *, grace_seconds: float, limit: int = 1000
+    conn: DictConnection, publish: Publish, *, grace_seconds: float, limit: int = 1000
 ) -> int:
     """Publish jobs written but never published (a crash between commit and publish)."""
     with conn.transaction():
@@ -117,7 +120,7 @@ def republish_stale(
         return publish_and_mark(conn, [job_ref(r) for r in rows], publish)
 
 
-def publish_due(conn: psycopg.Connection, publish: Publish, *, limit: int = 1000) -> int:
+def publish_due(conn: DictConnection, publish: Publish, *, limit: int = 1000) -> int:
     """Publish debounced jobs whose window has closed (their due time lives here, not in
     RabbitMQ, whose delayed messages wait unacked in worker memory)."""
     with conn.transaction():
@@ -128,7 +131,7 @@ def publish_due(conn: psycopg.Connection, publish: Publish, *, limit: int = 1000
 # -- the middleware's side: one attempt's life ----------------------------------------------
 
 
-def start_attempt(conn: psycopg.Connection, job_id: int) -> tuple[bool, str | None]:
+def start_attempt(conn: DictConnection, job_id: int) -> tuple[bool, str | None]:
     """Mark a job running. Returns (run it?, status found when it must not run).
 
     One statement (`job_start_load`) also reads what the job's step needs; the ledger
@@ -156,7 +159,7 @@ class Attempt:
     completed: bool = False
 
 
-def start_and_load(conn: psycopg.Connection, job_id: int) -> tuple[Attempt | None, str | None]:
+def start_and_load(conn: DictConnection, job_id: int) -> tuple[Attempt | None, str | None]:
     """`start_attempt` and the step's reads in one statement: (the attempt, None) when the
     job runs, else (None, the status found, None for an unknown job)."""
     rows = conn.execute(queries["job_start_load"], {"id": job_id}).fetchall()
@@ -215,17 +218,17 @@ def end(job_id: int) -> Attempt | None:
     return attempt
 
 
-def complete(conn: psycopg.Connection, job_id: int) -> None:
+def complete(conn: psycopg.Connection[Any], job_id: int) -> None:
     conn.execute(queries["job_complete"], {"id": job_id})
 
 
-def will_retry(conn: psycopg.Connection, job_id: int, error: str) -> None:
+def will_retry(conn: psycopg.Connection[Any], job_id: int, error: str) -> None:
     conn.execute(queries["job_retrying"], {"id": job_id, "error": error})
 
 
-def delayed(conn: psycopg.Connection, job_id: int, delay_seconds: float) -> None:
+def delayed(conn: psycopg.Connection[Any], job_id: int, delay_seconds: float) -> None:
     conn.execute(queries["job_delayed"], {"id": job_id, "delay_seconds": delay_seconds})
 
 
-def fail(conn: psycopg.Connection, job_id: int, error: str) -> None:
+def fail(conn: psycopg.Connection[Any], job_id: int, error: str) -> None:
     conn.execute(queries["job_failed"], {"id": job_id, "error": error})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 from orchestrator import sql
@@ -10,7 +12,7 @@ from orchestrator import sql
 MIGRATION_LOCK_KEY = 0x686572616C64
 
 
-def applied(conn: psycopg.Connection) -> set[str]:
+def applied(conn: psycopg.Connection[Any]) -> set[str]:
     row = conn.execute("SELECT to_regclass('herald.migrations') AS t").fetchone()
     if not row or list(row.values() if isinstance(row, dict) else row)[0] is None:
         return set()
@@ -20,7 +22,7 @@ def applied(conn: psycopg.Connection) -> set[str]:
     }
 
 
-def upgrade(conn: psycopg.Connection) -> list[str]:
+def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply every migration not applied yet, each in its own transaction; return their names."""
     done: list[str] = []
     with conn.transaction():
@@ -34,7 +36,7 @@ def upgrade(conn: psycopg.Connection) -> list[str]:
         for name, body in sql.migrations():
             if name in already:
                 continue
-            conn.execute(body)  # type: ignore[arg-type]
+            conn.execute(body)
             conn.execute("INSERT INTO herald.migrations (name) VALUES (%s)", (name,))
             done.append(name)
     return done

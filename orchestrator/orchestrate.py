@@ -16,15 +16,17 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from orchestrator import ledger
+from orchestrator import db, ledger
 from orchestrator.changes import Change, check_change
 from orchestrator.claim import lock_batch
 from orchestrator.config import Route, Settings
+from orchestrator.db import DictConnection
 from orchestrator.errors import PermanentError
 from orchestrator.ledger import JobRef, NewJob, Publish
 from orchestrator.routing import route
@@ -86,7 +88,7 @@ def debounce_key(p: Planned) -> str:
     return f"{p.route.name}|{p.change.table_name}|{json.dumps(p.change.row_pk, sort_keys=True)}"
 
 
-def write_debounced(conn: psycopg.Connection, planned: list[Planned], settings: Settings) -> int:
+def write_debounced(conn: DictConnection, planned: list[Planned], settings: Settings) -> int:
     """Fold changes into each row's open notification; its jobs wait in the ledger until due.
 
     The previous notification's jobs (never published) become `superseded`, and a new
@@ -122,6 +124,7 @@ def write_debounced(conn: psycopg.Connection, planned: list[Planned], settings: 
                 "window_max": route.debounce_window_max,
             },
         ).fetchone()
+        assert row is not None  # INSERT ... RETURNING of one row
         if existing:
             conn.execute(
                 queries["supersede_jobs"], {"notification_id": existing["id"], "by": row["id"]}
@@ -133,7 +136,7 @@ def write_debounced(conn: psycopg.Connection, planned: list[Planned], settings: 
 
 
 def write_batch(
-    conn: psycopg.Connection,
+    conn: DictConnection,
     planned: list[Planned],
     settings: Settings,
     *,
@@ -211,7 +214,7 @@ def run_batch(
 
     Returns how many changes were claimed, or -1 when another orchestrator holds the lock.
     """
-    with pool.connection() as conn:
+    with db.connection(pool) as conn:
         with conn.transaction():
             locked = conn.execute(
                 queries["try_orchestrator_lock"], {"key": ORCHESTRATOR_LOCK_KEY}
@@ -236,7 +239,9 @@ def run_batch(
     return len(changes)
 
 
-def _publish_batch(conn, refs: Sequence[JobRef], publish: Publish, report: RunReport) -> None:
+def _publish_batch(
+    conn: psycopg.Connection[Any], refs: Sequence[JobRef], publish: Publish, report: RunReport
+) -> None:
     try:
         report.published += ledger.publish_and_mark(conn, refs, publish)
     except Exception as exc:  # noqa: BLE001 - any publish failure leaves the outbox to retry
@@ -264,7 +269,7 @@ class _Overlapped:
 
     def _run(self, refs: Sequence[JobRef]) -> None:
         try:
-            with self.pool.connection() as conn:
+            with db.connection(self.pool) as conn:
                 _publish_batch(conn, refs, self.publish, self.report)
         except Exception as exc:  # noqa: BLE001 - e.g. no connection for mark_published
             logger.error("Publishing %d jobs failed (%s); they will be republished", len(refs), exc)
@@ -296,13 +301,15 @@ def run_orchestrator(
     report = RunReport()
     budget = settings.orchestrator.max_runtime_seconds if max_runtime is None else max_runtime
     deadline = time.monotonic() + budget
-    with pool.connection() as conn:
-        run_id = conn.execute(queries["start_run"]).fetchone()["id"]  # type: ignore[index]
+    with db.connection(pool) as conn:
+        run = conn.execute(queries["start_run"]).fetchone()
         conn.commit()
+    assert run is not None  # INSERT ... RETURNING of one row
+    run_id = run["id"]
     status, error = "succeeded", None
     publisher = _Overlapped(pool, publish, report)
     try:
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             report.republished = ledger.republish_stale(
                 conn, publish, grace_seconds=settings.orchestrator.republish_after_seconds
             )
@@ -317,7 +324,7 @@ def run_orchestrator(
                     break
         finally:
             publisher.wait()  # the last batch is published (or left to the outbox) first
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             report.published += ledger.publish_due(conn, publish)
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -325,7 +332,7 @@ def run_orchestrator(
     finally:
         if report.errors and status == "succeeded":
             status, error = "failed", "; ".join(report.errors)[:1000]
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             conn.execute(
                 queries["finish_run"],
                 {

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from psycopg_pool import ConnectionPool
 
+from orchestrator import db
 from orchestrator.config import Settings
 from orchestrator.errors import HeraldError
 from orchestrator.sql import queries
@@ -80,7 +81,7 @@ class RateLimiter:
         more away.
         """
         params = {"key": self.key, "interval": self.interval, "max_wait": self.max_wait}
-        with pool.connection() as conn:
+        with db.connection(pool) as conn:
             row = conn.execute(queries["rate_limit_take"], params).fetchone()
             if row is None:
                 backlog = conn.execute(queries["rate_limit_backlog"], params).fetchone()

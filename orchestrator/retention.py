@@ -23,10 +23,13 @@ import re
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from orchestrator import db
+from orchestrator.db import DictConnection
 from orchestrator.sql import queries
 
 #: Statuses of finished jobs the purge removes; `failed` only on request.
@@ -75,7 +78,7 @@ class PurgeReport:
 
 
 def purge(
-    target: ConnectionPool | psycopg.Connection,
+    target: ConnectionPool[Any] | psycopg.Connection[Any],
     older_than: timedelta,
     *,
     include_failed: bool = False,
@@ -93,14 +96,14 @@ def purge(
     if older_than < timedelta(0):
         raise ValueError("older_than must not be negative")
     if isinstance(target, ConnectionPool):
-        with target.connection() as conn:
+        with db.connection(target) as conn:
             conn.commit()  # the pool hands out idle connections; be sure none is open
             return _purge(conn, older_than, include_failed, batch_size, max_runtime)
     return _purge(target, older_than, include_failed, batch_size, max_runtime)
 
 
 def _purge(
-    conn: psycopg.Connection,
+    conn: DictConnection,
     older_than: timedelta,
     include_failed: bool,
     batch_size: int,
@@ -110,9 +113,11 @@ def _purge(
     statuses = [*FINISHED, "failed"] if include_failed else list(FINISHED)
     report = PurgeReport()
     with conn.transaction():
-        report.cutoff = conn.execute(
+        cutoff = conn.execute(
             queries["retention_cutoff"], {"seconds": older_than.total_seconds()}
-        ).fetchone()["cutoff"]
+        ).fetchone()
+    assert cutoff is not None  # a SELECT without FROM returns one row
+    report.cutoff = cutoff["cutoff"]
     params = {"cutoff": report.cutoff, "statuses": statuses, "limit": batch_size}
 
     def out_of_time() -> bool:
@@ -125,6 +130,7 @@ def _purge(
     while not out_of_time():
         with conn.transaction():
             row = conn.execute(queries["purge_notifications"], params).fetchone()
+        assert row is not None  # its final SELECT has no FROM: one row
         report.batches += 1
         for name in ("notifications", "jobs", "summaries", "deliveries"):
             setattr(report, name, getattr(report, name) + row[name])
@@ -143,6 +149,7 @@ def _purge(
     while not out_of_time():
         with conn.transaction():
             row = conn.execute(queries["purge_changes"], {**params, "after": after}).fetchone()
+        assert row is not None  # its final SELECT has no FROM: one row
         report.batches += 1
         report.changes += row["deleted"]
         if row["last_id"] is None:

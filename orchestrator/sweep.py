@@ -9,12 +9,16 @@ idempotent, so a message that was not lost after all does nothing the second tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
-from orchestrator import ledger
+from orchestrator import db, ledger
 from orchestrator.config import Settings
+from orchestrator.db import DictRow
 from orchestrator.ledger import Publish, job_ref
 from orchestrator.sql import queries
 
@@ -33,7 +37,7 @@ class SweepReport:
     stale_running: int
 
 
-def republish(conn, rows, publish: Publish) -> int:
+def republish(conn: psycopg.Connection[Any], rows: Sequence[DictRow], publish: Publish) -> int:
     done = list(publish([job_ref(r) for r in rows])) if rows else []
     if done:
         conn.execute(queries["mark_republished"], {"ids": done})
@@ -43,7 +47,7 @@ def republish(conn, rows, publish: Publish) -> int:
 def sweep(pool: ConnectionPool, settings: Settings, publish: Publish) -> SweepReport:
     grace = settings.orchestrator.republish_after_seconds
     longest = max(p.time_limit_ms for p in settings.retries.values()) / 1000
-    with pool.connection() as conn:
+    with db.connection(pool) as conn:
         unpublished = ledger.republish_stale(conn, publish, grace_seconds=grace)
         unpublished += ledger.publish_due(conn, publish)
         with conn.transaction():

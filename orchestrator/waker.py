@@ -29,6 +29,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg.rows import dict_row
 
+from orchestrator.db import DictConnection
 from orchestrator.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Waker:
     def __init__(
         self,
         database_url: str,
-        wake: Callable[[], None],
+        wake: Callable[[], object],
         *,
         recheck_seconds: float = 0.25,
         pending_timeout: float = 10.0,
@@ -100,7 +101,7 @@ class Waker:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _listen(self, conn: psycopg.Connection) -> None:
+    def _listen(self, conn: DictConnection) -> None:
         self._check(conn, notified=False)  # changes may have come while we were away
         while not self._stop.is_set():
             got = 0
@@ -113,10 +114,12 @@ class Waker:
                 self.notifications += got
             self._check(conn, notified=bool(got))
 
-    def _runs_started(self, conn: psycopg.Connection) -> int:
-        return int(conn.execute(queries["waker_runs_started"]).fetchone()["started"])  # type: ignore[index]
+    def _runs_started(self, conn: DictConnection) -> int:
+        row = conn.execute(queries["waker_runs_started"]).fetchone()
+        assert row is not None  # a sequence's state: one row
+        return int(row["started"])
 
-    def _pending(self, conn: psycopg.Connection) -> bool:
+    def _pending(self, conn: DictConnection) -> bool:
         if self._pending_mark is None:
             return False
         if self._runs_started(conn) != self._pending_mark:
@@ -129,7 +132,7 @@ class Waker:
             return False
         return True
 
-    def _check(self, conn: psycopg.Connection, *, notified: bool) -> None:
+    def _check(self, conn: DictConnection, *, notified: bool) -> None:
         if self._pending(conn):
             return
         if not notified:

@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 
 from orchestrator.changes import Change
 from orchestrator.config import Settings
+from orchestrator.db import DictConnection
 from orchestrator.mime import message_id_for
 from orchestrator.routing import route
 
@@ -85,7 +86,7 @@ def _address(recipient: str) -> str:
     return parseaddr(recipient)[1].lower()
 
 
-def batch_intervals(conn: psycopg.Connection) -> list[Batch]:
+def batch_intervals(conn: DictConnection) -> list[Batch]:
     """Every orchestrator batch, from the change-log rows it claimed and the notifications it
     wrote (both carry the batch transaction's id as xmin: claim, outcome and notifications
     are written in that one transaction and never updated after)."""
@@ -144,13 +145,14 @@ def check(
         ).fetchone()
         ambiguous = conn.execute(
             "SELECT count(*) AS n FROM herald.deliveries WHERE ambiguous"
-        ).fetchone()["n"]
+        ).fetchone()
+        assert ledger is not None and ambiguous is not None  # aggregates: one row each
         batches = batch_intervals(conn)
 
     by_change: dict[int, list[dict]] = defaultdict(list)
-    for n in notifications:
-        for change_id in n["change_ids"]:
-            by_change[change_id].append(n)
+    for notification in notifications:
+        for change_id in notification["change_ids"]:
+            by_change[change_id].append(notification)
 
     # (change id, recipient address) -> the Message-ID its email must carry (None: no
     # notification was ever written for it, so whatever arrives cannot be it).
@@ -181,7 +183,7 @@ def check(
     report = Report(
         changes=len({change_id for change_id, _ in expected}),
         expected=len(expected),
-        ambiguous=ambiguous,
+        ambiguous=ambiguous["n"],
         failed=ledger["failed"],
         open_jobs=ledger["open"],
         claimed_twice=claimed_twice,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from psycopg.rows import dict_row
@@ -17,6 +18,12 @@ from orchestrator.adapters.mail import FakeMailer
 from orchestrator.db import connect
 from orchestrator.migrate import upgrade
 from tests.helpers import create_app_tables, make_settings
+
+if TYPE_CHECKING:  # for types only: the fixture imports these (importing actors sets up the broker)
+    from dramatiq import Worker
+    from dramatiq.brokers.stub import StubBroker
+
+    from actors.runtime import Runtime
 
 
 @pytest.fixture
@@ -41,9 +48,9 @@ def pool(herald_db: str) -> Iterator[ConnectionPool]:
 class StubPipeline:
     """Herald's actors on Dramatiq's StubBroker with an in-process worker."""
 
-    runtime: object
-    broker: object
-    worker: object
+    runtime: Runtime
+    broker: StubBroker
+    worker: Worker
     mailer: FakeMailer
     summariser: FakeSummariser
 
@@ -70,7 +77,7 @@ def stub_pipeline(herald_db: str, pool: ConnectionPool) -> Iterator[StubPipeline
     from actors import runtime
     from actors.runtime import Runtime
 
-    broker = actors.broker
+    broker = cast("StubBroker", actors.broker)  # conftest.py sets HERALD_BROKER_URL=stub://
     broker.flush_all()
     broker.fail_fast_default = False  # failed jobs are dead-lettered on purpose in these tests
     # Fast retries for tests (the defaults wait seconds).

@@ -165,7 +165,9 @@ def test_alerts_cover_the_issue() -> None:
 
 def test_queue_alerts_cover_every_known_queue() -> None:
     (rule,) = [r for r in alert_rules() if r["alert"] == "HeraldQueueNoConsumers"]
-    pattern = re.search(r'queue=~"([^"]+)"', rule["expr"]).group(1).replace("\\\\", "\\")
+    found = re.search(r'queue=~"([^"]+)"', rule["expr"])
+    assert found is not None, rule["expr"]
+    pattern = found.group(1).replace("\\\\", "\\")
     for queue in metrics.KNOWN_ACTORS.values():
         assert re.fullmatch(pattern, queue) and re.fullmatch(pattern, f"{queue}.DQ"), queue
         assert not re.fullmatch(pattern, f"{queue}.XQ"), "dead-letter queues have no consumers"

@@ -59,7 +59,7 @@ def demo_run(
 
 def messages(out: Path) -> list[email.message.EmailMessage]:
     return [
-        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
         for p in sorted(out.glob("*.eml"))
     ]
 
@@ -96,7 +96,9 @@ def test_member_emails_carry_the_offline_summary_note(demo_run):
     members = [m for m in messages(out) if str(m["To"]) == "membership@demo.invalid"]
     assert len(members) == MEMBER_EMAILS
     for msg in members:
-        body = msg.get_body(preferencelist=("plain",)).get_content()
+        part = msg.get_body(preferencelist=("plain",))
+        assert part is not None
+        body = part.get_content()
         assert SUMMARY_OFFLINE in body
         assert "members" in str(msg["Subject"])
 

@@ -22,7 +22,9 @@ from monitoring.prometheus import Prometheus, record_delivery, record_tokens
 class SkipWhenAsked(Middleware):
     """Skips messages whose first argument is "skip", like periodiq or the ledger do."""
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy
+    ) -> None:
         if message.args and message.args[0] == "skip":
             raise SkipMessage("asked to")
 

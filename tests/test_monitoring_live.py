@@ -133,7 +133,7 @@ def herald(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path) -> Ite
     try:
         for name, proc, port in (("worker", worker, worker_port),
                                  ("exporter", exporter, exporter_port)):  # fmt: skip
-            assert wait_until(lambda p=port, w=proc: port_open(p) or not w.alive(), 30)
+            assert wait_until(lambda: port_open(port) or not proc.alive(), 30)  # noqa: B023 - called at once
             assert proc.alive() and port_open(port), f"{name} did not listen:\n{proc.tail()}"
         yield {"env": env, "worker": f"127.0.0.1:{worker_port}",
                "exporter": f"127.0.0.1:{exporter_port}"}  # fmt: skip

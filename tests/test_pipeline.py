@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from orchestrator.errors import PermanentError, TransientError
+from orchestrator.ledger import JobRef
 from tests.helpers import sql
 
 
@@ -73,14 +76,15 @@ def test_a_canceled_job_does_nothing_when_its_message_arrives(herald_db, stub_pi
 
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
     sql(herald_db, "UPDATE classes SET seats = 12")
-    published = []
     from orchestrator.orchestrate import run_orchestrator
 
-    run_orchestrator(
-        stub_pipeline.runtime.pool,
-        stub_pipeline.runtime.settings,
-        lambda refs: published.extend(refs) or [r.id for r in refs],
-    )
+    published: list[JobRef] = []
+
+    def publish(refs: Sequence[JobRef]) -> list[int]:
+        published.extend(refs)
+        return [r.id for r in refs]
+
+    run_orchestrator(stub_pipeline.runtime.pool, stub_pipeline.runtime.settings, publish)
     sql(herald_db, "UPDATE herald.jobs SET status = 'canceled'")
     for ref in published:
         stub_pipeline.broker.enqueue(message_for(ref))

@@ -19,7 +19,7 @@ def email_jobs(url):
 
 
 def test_slots_are_one_over_the_rate_apart_and_a_far_slot_is_not_taken(herald_db, pool):
-    slept = []
+    slept: list[float] = []
     limiter = RateLimiter("smtp", 5, 1.0, sleep=slept.append)
     started = time.monotonic()
     for _ in range(5):
@@ -40,7 +40,8 @@ def test_an_unset_limit_is_unlimited(herald_db):
     assert ratelimit.limiter_for(make_settings(herald_db), "smtp") is None
     settings = make_settings(herald_db, {**ROUTES, "limits": {"ai_requests_per_minute": 30}})
     assert ratelimit.limiter_for(settings, "smtp") is None
-    assert ratelimit.limiter_for(settings, "ai").interval == 2.0
+    limiter = ratelimit.limiter_for(settings, "ai")
+    assert limiter is not None and limiter.interval == 2.0
 
 
 def test_throttled_emails_are_deferred_and_end_complete_with_one_attempt_each(

@@ -18,7 +18,7 @@ OPENAI_KEY = "sk-canary-key-9b2c4e"
 
 
 def drain_queue(amqp_url: str, queue: str) -> list[bytes]:
-    bodies = []
+    bodies: list[bytes] = []
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
