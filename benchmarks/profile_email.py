@@ -156,7 +156,7 @@ def email_figures(url, pool, settings, args) -> None:
         profiler.disable()
         profiler.dump_stats(args.cprofile)
     with psycopg.connect(url) as conn:
-        counts = dict(conn.execute(
+        counts: dict[str, int] = dict(conn.execute(
             "SELECT status, count(*) FROM herald.jobs WHERE actor = 'send_email' GROUP BY 1"
         ).fetchall())  # fmt: skip
     times.sort()

@@ -215,22 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{args.processes} x {args.threads}", flush=True)  # fmt: skip
                 # As deployed for an AI route: the enrich queue in workers of its own with
                 # threads ~ throughput x AI latency; every other queue in the regular workers.
-                groups = [
-                    WorkerGroup(
-                        env,
-                        scenarios.path_for_log(Path(tmp), "workers-enrich"),
-                        processes=args.ai_processes,
-                        threads=args.ai_threads,
-                        queues=scenarios.AI_QUEUES,
-                    ),
-                    WorkerGroup(
-                        env,
-                        scenarios.path_for_log(Path(tmp), "workers-rest"),
-                        processes=args.processes,
-                        threads=args.threads,
-                        queues=scenarios.OTHER_QUEUES,
-                    ),
+                shapes = [
+                    ("workers-enrich", args.ai_processes, args.ai_threads, scenarios.AI_QUEUES),
+                    ("workers-rest", args.processes, args.threads, scenarios.OTHER_QUEUES),
                 ]
+                groups = [
+                    WorkerGroup(env, scenarios.path_for_log(Path(tmp), name), processes=p,
+                                threads=t, queues=queues)
+                    for name, p, t, queues in shapes
+                ]  # fmt: skip
                 try:
                     scenarios.end_to_end(svc, db, table="bench_ai", changes=500)  # warm-up
                     res["e2e_ai"] = median_of(

@@ -155,7 +155,7 @@ def latency(svc: Services, db: str, *, rate: float, seconds: float) -> dict:
     if not svc.sink.wait_for(n, 60):
         raise RuntimeError(f"only {svc.sink.count} of {n} emails arrived")
     with psycopg.connect(db) as conn:
-        changed = dict(
+        changed: dict[int, float] = dict(
             conn.execute("SELECT id, extract(epoch FROM changed_at) FROM herald.change_log")
         )
     lat = [t - float(changed[cid]) for t, cid in svc.sink.accepted if cid in changed]

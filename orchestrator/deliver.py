@@ -66,10 +66,11 @@ def send_notification_email(
             raise PermanentError(f"notification {job['notification_id']} does not exist")
         breaker_state: str | None = attempt.breakers.get("smtp", "closed")
     else:
-        with pool.connection() as conn:
-            job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-            if job is None:
+        with db.connection(pool) as conn:
+            row = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
+            if row is None:
                 raise PermanentError(f"job {job_id} does not exist")
+            job = row
             if job["status"] != "running":
                 conn.rollback()
                 return DeliveryOutcome("skipped")

@@ -175,14 +175,10 @@ def test_an_error_that_echoes_the_key_is_reported_without_it() -> None:
         body={"error": {"message": echoed}},
     )
 
-    def create(**_: object) -> None:
+    def post(*_: object, **__: object) -> None:
         raise error
 
-    client = SimpleNamespace(
-        api_key=CANARY_KEY,
-        base_url="http://127.0.0.1:9/v1",
-        chat=SimpleNamespace(completions=SimpleNamespace(create=create)),
-    )
+    client = SimpleNamespace(api_key=CANARY_KEY, base_url="http://127.0.0.1:9/v1", post=post)
     summariser = OpenAISummariser(model="m", client=client)  # type: ignore[arg-type]
 
     with pytest.raises(PermanentError) as caught:

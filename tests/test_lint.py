@@ -1,4 +1,4 @@
-"""The code stays as ruff wants it (rules in pyproject.toml)."""
+"""The code stays as ruff and mypy want it (rules in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ruff(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which(name) or str(Path(sys.executable).with_name(name))
     if not Path(exe).exists() and not shutil.which(exe):
-        pytest.fail("ruff is not installed (it is in the test extras)")
-    return subprocess.run([exe, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        pytest.fail(f"{name} is not installed (it is in the test extras)")
+    return subprocess.run([exe, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess[str]:
+    return tool("ruff", *args)
 
 
 def test_ruff_finds_nothing_to_complain_about():
@@ -26,4 +30,9 @@ def test_ruff_finds_nothing_to_complain_about():
 
 def test_the_code_is_formatted():
     result = ruff("format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_finds_no_type_errors():
+    result = tool("mypy", ".")
     assert result.returncode == 0, result.stdout + result.stderr

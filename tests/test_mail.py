@@ -67,7 +67,7 @@ def count_connections(server: SmtpServer) -> set[tuple[str, int]]:
         peers.add(tuple(session.peer))
         return await answer_ehlo(srv, session, envelope, hostname, responses)
 
-    server.handle_EHLO = handle_EHLO  # type: ignore[attr-defined]
+    server.handle_EHLO = handle_EHLO  # type: ignore[method-assign,assignment]
     return peers
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from orchestrator.errors import HeraldError, PermanentError, TransientError
 from orchestrator.pii import EMAIL_PATTERN
@@ -155,15 +156,23 @@ class OpenAISummariser:
 
     def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
         try:
-            response = self._client.chat.completions.create(
-                model=self.model,
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": changes_message(changes)},
-                ],
-                temperature=0,
-                # max_tokens, not max_completion_tokens: every compatible server knows it.
-                max_tokens=self.max_output_tokens,
+            # The client's own post() (its documented way to any endpoint) rather than
+            # chat.completions.create(): create() runs its TypedDict transform over the
+            # params, about a quarter of the client's CPU per call (benchmarks/README.md);
+            # this body is plain JSON already. Timeouts, retries and errors are the same.
+            response = self._client.post(
+                "/chat/completions",
+                body={
+                    "model": self.model,
+                    "messages": [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": changes_message(changes)},
+                    ],
+                    "temperature": 0,
+                    # max_tokens, not max_completion_tokens: every compatible server knows it.
+                    "max_tokens": self.max_output_tokens,
+                },
+                cast_to=ChatCompletion,
             )
         except openai.APIError as exc:
             raise self._error(exc) from None  # the cause may quote the key or the prompt
