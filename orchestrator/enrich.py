@@ -110,42 +110,32 @@ def enrich(
                 "Notification %d goes out without a summary: %s", notification["id"], error
             )
 
-    with db.connection(pool) as conn, conn.transaction():
-        current = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-        if current is None or current["status"] != "running":
-            return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
-        if status != "skipped":
-            conn.execute(
-                queries["save_summary"],
-                {
-                    "notification_id": notification["id"],
-                    "status": status,
-                    "summary": summary.text if summary else None,
-                    "model": summary.model if summary else None,
-                    "aliases": Jsonb(aliases),
-                    "prompt_tokens": summary.prompt_tokens if summary else 0,
-                    "completion_tokens": summary.completion_tokens if summary else 0,
-                    "error": error,
-                },
-            )
-        refs = ledger.write_jobs(
-            conn,
-            [
-                NewJob(
-                    "send_email",
-                    notification["id"],
-                    job["change_id"],
-                    recipient,
-                    notification["priority"],
-                )
-                for recipient in notification["recipients"]
-            ],
-        )
-        ledger.complete(conn, job_id)
-        if error:
-            conn.execute(
-                queries["job_note_error"], {"error": f"summary unavailable: {error}", "id": job_id}
-            )
+    new_jobs = [
+        NewJob("send_email", notification["id"], job["change_id"], recipient,
+               notification["priority"])
+        for recipient in notification["recipients"]
+    ]  # fmt: skip
+    with db.autocommit(pool) as conn:  # one statement: the summary, the email jobs, complete
+        rows = conn.execute(
+            queries["enrich_handoff"],
+            {
+                "job_id": job_id,
+                "save": status != "skipped",
+                "notification_id": notification["id"],
+                "status": status,
+                "summary": summary.text if summary else None,
+                "model": summary.model if summary else None,
+                "aliases": Jsonb(aliases),
+                "prompt_tokens": summary.prompt_tokens if summary else 0,
+                "completion_tokens": summary.completion_tokens if summary else 0,
+                "error": error,
+                "note": f"summary unavailable: {error}" if error else None,
+                **ledger.job_params(new_jobs),
+            },
+        ).fetchall()
+    if not rows or not rows[0]["completed"]:
+        return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
+    refs = ledger.job_refs([r for r in rows if r["id"] is not None])
     if attempt is not None:
         attempt.completed = True  # committed above: the middleware need not complete it
     return EnrichOutcome(status, refs, summary)

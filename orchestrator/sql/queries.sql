@@ -145,9 +145,6 @@ UPDATE herald.jobs
    SET status = 'failed', last_error = %(error)s, finished_at = clock_timestamp()
  WHERE id = %(id)s AND status IN ('running', 'pending');
 
--- name: job_note_error
-UPDATE herald.jobs SET last_error = %(error)s WHERE id = %(id)s;
-
 -- name: job_delayed
 UPDATE herald.jobs
    SET published_at = clock_timestamp(), eta = clock_timestamp() + make_interval(secs => %(delay_seconds)s)
@@ -171,15 +168,51 @@ SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
 -- name: load_summary
 SELECT status, summary, model, aliases, error FROM herald.summaries WHERE notification_id = %(id)s;
 
--- name: save_summary
-INSERT INTO herald.summaries (notification_id, status, summary, model, aliases,
-                              prompt_tokens, completion_tokens, error)
-VALUES (%(notification_id)s, %(status)s, %(summary)s, %(model)s, %(aliases)s,
-        %(prompt_tokens)s, %(completion_tokens)s, %(error)s)
-ON CONFLICT (notification_id) DO UPDATE
-   SET status = EXCLUDED.status, summary = EXCLUDED.summary, model = EXCLUDED.model,
-       aliases = EXCLUDED.aliases, prompt_tokens = EXCLUDED.prompt_tokens,
-       completion_tokens = EXCLUDED.completion_tokens, error = EXCLUDED.error;
+-- name: enrich_handoff
+-- The enrich step's hand-off, one statement and so one transaction: when the job is still
+-- running, its summary saved (when %(save)s), its email jobs written (an open duplicate is
+-- not written twice, as insert_jobs) and the job completed, with %(note)s as its last error
+-- when the summary is unavailable. One row per job written, or one row with id NULL when
+-- none was; completed = 0 (and no job written) when the job was no longer running.
+WITH job AS MATERIALIZED (
+    SELECT id FROM herald.jobs WHERE id = %(job_id)s AND status = 'running' FOR UPDATE
+), saved AS (
+    INSERT INTO herald.summaries (notification_id, status, summary, model, aliases,
+                                  prompt_tokens, completion_tokens, error)
+    SELECT %(notification_id)s, %(status)s::text, %(summary)s::text, %(model)s::text,
+           %(aliases)s::jsonb, %(prompt_tokens)s::int, %(completion_tokens)s::int,
+           %(error)s::text
+      FROM job
+     WHERE %(save)s::boolean
+    ON CONFLICT (notification_id) DO UPDATE
+       SET status = EXCLUDED.status, summary = EXCLUDED.summary, model = EXCLUDED.model,
+           aliases = EXCLUDED.aliases, prompt_tokens = EXCLUDED.prompt_tokens,
+           completion_tokens = EXCLUDED.completion_tokens, error = EXCLUDED.error
+), written AS (
+    INSERT INTO herald.jobs (message_id, actor, queue, notification_id, change_id, recipient,
+                             unique_key, priority)
+    SELECT u.message_id, u.actor, u.queue, u.notification_id, u.change_id, u.recipient,
+           u.unique_key, u.priority
+      FROM job,
+           unnest(%(message_ids)s::uuid[], %(actors)s::text[], %(queues)s::text[],
+                  %(notification_ids)s::bigint[], %(change_ids)s::bigint[],
+                  %(recipients)s::text[], %(unique_keys)s::text[], %(priorities)s::smallint[])
+           AS u(message_id, actor, queue, notification_id, change_id, recipient, unique_key,
+                priority)
+    ON CONFLICT (actor, unique_key) WHERE unique_key IS NOT NULL
+                                      AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, message_id, actor, queue, priority
+), done AS (
+    UPDATE herald.jobs
+       SET status = 'complete', finished_at = clock_timestamp(),
+           last_error = coalesce(%(note)s::text, last_error)
+     WHERE id IN (SELECT id FROM job)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM done) AS completed, w.id, w.message_id, w.actor, w.queue,
+       w.priority
+  FROM (SELECT 1) AS one LEFT JOIN written AS w ON true;
 
 -- name: try_delivery_lock
 -- Held on one connection for the duration of an SMTP send; released by PostgreSQL itself

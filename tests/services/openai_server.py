@@ -144,6 +144,9 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+            # Headers and body go out in two writes; with Nagle on, the body waited for the
+            # client's delayed ACK (~40 ms on loopback) on every answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # quiet test output
