@@ -182,7 +182,8 @@ def _plain(name: str, value: str) -> bytes:
         return line.encode("ascii") + _CRLF
     lines: list[str] = []
     for word in value.split(" "):
-        if lines and len(lines[-1]) + 1 + len(word) <= LINE_LENGTH:
+        if lines and (not word or len(lines[-1]) + 1 + len(word) <= LINE_LENGTH):
+            # (an empty word is a second space: it stays on its line, never a blank line)
             lines[-1] += " " + word
         else:
             lines.append(f"{name}:" if not lines else "")

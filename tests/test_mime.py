@@ -84,6 +84,13 @@ def test_a_long_subject_is_folded_and_reads_back_the_same() -> None:
     assert parsed(data)["Subject"] == subject
 
 
+def test_a_long_subject_with_runs_of_spaces_folds_without_a_blank_line() -> None:
+    subject = "x" * 76 + "   "  # the spaces fall past the end of the first line
+    data = wire(subject)
+    assert all(line.strip() for line in lines(data.split(b"\r\n\r\n")[0]))
+    assert parsed(data)["Subject"].split() == subject.split()
+
+
 def test_a_display_name_is_quoted_or_encoded_as_needed() -> None:
     msg = parsed(
         wire(mail_from='"Herald, Ops" <herald@example.com>', recipient="Zoë <z@example.com>")
