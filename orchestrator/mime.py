@@ -271,12 +271,13 @@ def _check_header_block(block: bytes, names: list[str]) -> None:
 
 
 def _part(content_type: str, text: str) -> bytes:
-    """One UTF-8 body part: 7bit when it is short-lined ASCII, else quoted-printable."""
+    """One UTF-8 body part: 7bit when it is short-lined ASCII without NUL, else
+    quoted-printable (which also encodes NUL)."""
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
     data = body.encode("utf-8", "replace")  # a lone surrogate becomes "?"
-    if data.isascii() and max(map(len, data.split(b"\n"))) <= MAX_LINE:
+    if data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= MAX_LINE:
         encoding, payload = b"7bit", data
     else:
         encoding = b"quoted-printable"

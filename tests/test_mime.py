@@ -63,6 +63,13 @@ def test_text_and_html_parts_decode_to_exactly_what_was_rendered() -> None:
     assert markup.get_content().replace("\r\n", "\n") == html + "\n"
 
 
+def test_a_nul_in_a_body_is_encoded_never_sent_raw() -> None:
+    data = wire(text="a\0b")
+    assert b"\0" not in data
+    plain = parsed(data).get_body(("plain",))
+    assert plain is not None and plain.get_content().startswith("a\0b")
+
+
 def test_plain_short_ascii_parts_are_sent_as_7bit() -> None:
     msg = parsed(wire(text="plain\nascii", html="<p>ok</p>"))
     encodings = [part["Content-Transfer-Encoding"] for part in msg.iter_parts()]
