@@ -43,16 +43,7 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
 
     rt = runtime.runtime()
     report = run_orchestrator(rt.pool, rt.settings, publish)
-    summary = {
-        "claimed": report.claimed,
-        "routed": report.routed,
-        "skipped": report.skipped,
-        "failed": report.failed,
-        "published": report.published,
-        "republished": report.republished,
-        "batches": report.batches,
-        "locked_out": report.locked_out,
-    }
+    summary = report.counts()
     if args.json:
         print(json.dumps(summary))
     else:

@@ -17,6 +17,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from orchestrator.mime import FORBIDDEN_IN_HEADERS
+
 PRIORITIES = ("urgent", "normal", "low")
 MODES = ("immediate", "digest")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
@@ -32,12 +34,9 @@ class ConfigError(ValueError):
     """Configuration Herald refuses to start with; the message names the culprit."""
 
 
-_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0", "\u2028", "\u2029", "\u0085")
-
-
 def parse_address(value: str, *, where: str) -> str:
     """Validate one email address (optionally with a display name); return it normalised."""
-    if not isinstance(value, str) or any(c in value for c in _FORBIDDEN_IN_HEADERS):
+    if not isinstance(value, str) or any(c in value for c in FORBIDDEN_IN_HEADERS):
         raise ConfigError(f"{where}: invalid email address {value!r}")
     name, addr = parseaddr(value)
     if "@" not in addr:

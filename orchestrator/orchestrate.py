@@ -52,6 +52,19 @@ class RunReport:
     locked_out: bool = False
     errors: list[str] = field(default_factory=list)
 
+    def counts(self) -> dict[str, int | bool]:
+        """The run's figures, as `herald orchestrate` prints them and `finish_run` stores them."""
+        return {
+            "claimed": self.claimed,
+            "routed": self.routed,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "published": self.published,
+            "republished": self.republished,
+            "batches": self.batches,
+            "locked_out": self.locked_out,
+        }
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -335,17 +348,6 @@ def run_orchestrator(
         with db.connection(pool) as conn:
             conn.execute(
                 queries["finish_run"],
-                {
-                    "id": run_id,
-                    "status": status,
-                    "error": error,
-                    "batches": report.batches,
-                    "claimed": report.claimed,
-                    "routed": report.routed,
-                    "skipped": report.skipped,
-                    "failed": report.failed,
-                    "published": report.published,
-                    "republished": report.republished,
-                },
+                {"id": run_id, "status": status, "error": error, **report.counts()},
             )
     return report

@@ -24,6 +24,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from orchestrator.errors import HeraldError, PermanentError, TransientError
+from orchestrator.mime import FORBIDDEN_IN_HEADERS
 
 __all__ = [
     "FakeMailer",
@@ -34,8 +35,6 @@ __all__ = [
     "SmtpSettings",
     "mailer_from_url",
 ]
-
-_ENVELOPE_FORBIDDEN = ("\r", "\n", "\0", "\u2028", "\u2029", "\x85")
 
 
 class Mailer(Protocol):
@@ -163,7 +162,7 @@ def _check_envelope(from_addr: str, to_addrs: Sequence[str]) -> list[str]:
     if not recipients:
         raise PermanentError("no envelope recipients")
     for label, value in [("MAIL FROM", from_addr)] + [("RCPT TO", r) for r in recipients]:
-        if not value or any(ch in value for ch in _ENVELOPE_FORBIDDEN):
+        if not value or any(ch in value for ch in FORBIDDEN_IN_HEADERS):
             raise PermanentError(f"{label} address is empty or contains a line break or NUL")
     return recipients
 
@@ -422,7 +421,6 @@ class FileMailer:
 
     def send(self, message: bytes, *, from_addr: str, to_addrs: Sequence[str]) -> None:
         _check_envelope(from_addr, to_addrs)
-        data = message
         slug = _slug(message)
         with self._lock:
             while True:
@@ -430,7 +428,7 @@ class FileMailer:
                 self._next += 1
                 try:
                     with path.open("xb") as fh:
-                        fh.write(data)
+                        fh.write(message)
                 except FileExistsError:
                     continue
                 except OSError as exc:
