@@ -1,19 +1,82 @@
-"""The send_email actor: render and send one notification to one recipient, once."""
+"""The email actors: render and send notifications, each to one recipient, once.
+
+`send_email` sends one job's email. `send_emails` carries a batch of email jobs in one
+message (orchestrator/email_batch.py says why and how each job stays its own); a job that
+fails in a batch is retried here as a `send_email` message of its own.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import dramatiq
+from dramatiq.common import compute_backoff
 
 from actors import runtime
-from actors.deferral import deferring
+from actors.deferral import deferral_for, deferring
 from actors.options import options_for
-from monitoring.prometheus import record_delivery
+from actors.publish import publish
+from monitoring.prometheus import record_batch, record_delivery
+from orchestrator import ledger
 from orchestrator.deliver import send_notification_email
+from orchestrator.email_batch import BUDGET_SHARE, BatchReport, send_batch
+
+logger = logging.getLogger(__name__)
+
+_options = options_for("send_email")
 
 
-@dramatiq.actor(queue_name="email", ledger=True, **options_for("send_email"))
+@dramatiq.actor(queue_name="email", ledger=True, **_options)
 def send_email(job_id: int) -> None:
     rt = runtime.runtime()
     with deferring():  # smtp circuit open or rate limit reached: put off, no retry spent
         outcome = send_notification_email(rt.pool, rt.settings, rt.mailer, job_id)
     record_delivery(outcome)
+
+
+@dramatiq.actor(queue_name="email", batch_of="send_email", **_options)
+def send_emails(job_ids: list[int]) -> None:
+    # The Ledger middleware rejected a malformed message before it got here.
+    rt = runtime.runtime()
+    budget = send_email.options["time_limit"] / 1000 * BUDGET_SHARE
+    report = send_batch(
+        rt.pool, rt.settings, rt.mailer, job_ids,
+        budget_seconds=budget, may_retry=send_email.options.get("max_retries", 0) >= 1,
+    )  # fmt: skip
+    for sent in report.sent:
+        record_delivery(sent.outcome)
+    record_batch(report)
+    _retry_alone(report)
+    if report.handed_back:
+        with rt.pool.connection() as conn:
+            ledger.publish_and_mark(
+                conn, report.handed_back,
+                lambda refs: publish(refs, batch=not report.hand_back_alone),
+            )  # fmt: skip
+
+
+def _retry_alone(report: BatchReport) -> None:
+    """Send each failed or deferred job of the batch as a `send_email` message of its own,
+    delayed as Retries (first retry) or a deferral would. A message that cannot be sent is
+    left to the sweeper: the job is pending in the ledger."""
+    for retry in report.retry:
+        # As Retries computes a first retry's backoff, from the actor's current options.
+        _, backoff = compute_backoff(1, factor=send_email.options["min_backoff"],
+                                     max_backoff=send_email.options["max_backoff"])  # fmt: skip
+        _send_alone(retry.job_id, retry.message_id, retry.priority, backoff, {"retries": 1})
+    for deferral in report.deferred:
+        delay = deferral_for(deferral.postponed).delay or 0
+        _send_alone(deferral.job_id, deferral.message_id, deferral.priority, delay,
+                    {"herald_deferrals": 1})  # fmt: skip
+
+
+def _send_alone(job_id: int, message_id: str, priority: int, delay: int, options: dict) -> None:
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="email", actor_name="send_email", args=(job_id,), kwargs={},
+        options={"broker_priority": priority, **options}, message_id=message_id,
+    )  # fmt: skip
+    try:
+        dramatiq.get_broker().enqueue(message, delay=delay)
+    except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
+        logger.error("Could not enqueue job %d alone (%s); the sweeper will", job_id, exc)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import dramatiq
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from psycopg_pool import ConnectionPool
 
 from orchestrator import db, ledger
+from orchestrator.ledger import describe
 
 logger = logging.getLogger(__name__)
-
-#: Longest error text kept in the ledger (a traceback is in the worker's log, not here).
-MAX_ERROR_CHARS = 2000
 
 
 def job_id_of(message: dramatiq.Message) -> int | None:
@@ -32,9 +30,14 @@ def job_id_of(message: dramatiq.Message) -> int | None:
     return None
 
 
-def describe(exception: BaseException) -> str:
-    text = f"{type(exception).__name__}: {exception}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+def job_ids_of(message: dramatiq.Message) -> list[int] | None:
+    """The ledger ids a batch message carries, or None when the message is malformed."""
+    if len(message.args) != 1 or message.kwargs:
+        return None
+    ids = message.args[0]
+    if isinstance(ids, list) and ids and all(type(i) is int for i in ids):
+        return ids
+    return None
 
 
 class LedgerUnavailable(MiddlewareError):
@@ -49,7 +52,9 @@ class Ledger(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"ledger"}
+        # batch_of: the actor runs a batch of another actor's ledger jobs in one message
+        # and keeps their rows itself (actors/email.py); this middleware leaves it alone.
+        return {"ledger", "batch_of"}
 
     def _is_ledger(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
         try:
@@ -57,18 +62,23 @@ class Ledger(Middleware):
         except dramatiq.errors.ActorNotFound:
             return False
 
+    def _is_batch(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
+        try:
+            return bool(broker.get_actor(message.actor_name).options.get("batch_of"))
+        except dramatiq.errors.ActorNotFound:
+            return False
+
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if self._is_batch(broker, message):
+            # The batch actor starts and ends its jobs itself; its message must be well formed.
+            if job_ids_of(message) is None:
+                self._reject(message, "expected one non-empty list of job ids")
+            return
         if not self._is_ledger(broker, message):
             return
         job_id = job_id_of(message)
         if job_id is None:
-            logger.error(
-                "Rejecting malformed %s message %s: expected one job id",
-                message.actor_name,
-                message.message_id,
-            )
-            message.fail()
-            raise SkipMessage("malformed message")
+            self._reject(message, "expected one job id")
         try:
             # One statement, one round trip: mark it running and read what the step needs.
             with db.autocommit(self.pool()) as conn:
@@ -84,6 +94,17 @@ class Ledger(Middleware):
         attempt = ledger.take_loaded(job_id)
         if attempt is not None:
             ledger.begin(attempt)  # the step reads it instead of loading the job again
+
+    @staticmethod
+    def _reject(message: Any, expected: str) -> NoReturn:
+        logger.error(
+            "Rejecting malformed %s message %s: %s",
+            message.actor_name,
+            message.message_id,
+            expected,
+        )
+        message.fail()
+        raise SkipMessage("malformed message")
 
     def after_process_message(
         self,

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from orchestrator.ledger import JobRef
+from actors import runtime
+from orchestrator.ledger import BATCH_ACTORS, JobRef
 
 logger = logging.getLogger(__name__)
 
@@ -207,24 +210,66 @@ def _publisher_for(broker: dramatiq.Broker) -> ConfirmingPublisher | None:
         return publisher
 
 
-def publish(refs: Sequence[JobRef]) -> list[int]:
-    """Enqueue each job's message on the current broker; stop at the first failure.
+def publish(refs: Sequence[JobRef], *, batch: bool = True) -> list[int]:
+    """Enqueue the jobs' messages on the current broker; stop at the first failure.
 
-    Jobs not published stay unpublished in the ledger and are published again by a
-    later orchestrator or sweeper run (the ledger is the outbox).
+    Email jobs go out in `send_emails` batches of `[mail] batch_size` (one per priority),
+    unless `batch` is false. Jobs not published stay unpublished in the ledger and are
+    published again by a later orchestrator or sweeper run (the ledger is the outbox).
+    Returns the ids of the jobs published.
     """
     broker = dramatiq.get_broker()
+    size = runtime.settings().mail_batch_size if batch else 1
+    units = messages_for(refs, size)
     publisher = _publisher_for(broker)
-    if publisher is not None and len(refs) > 1:
-        messages = [message_for(ref) for ref in refs]
-        sent = set(publisher.publish(messages))
-        return [ref.id for ref in refs if ref.message_id in sent]
+    if publisher is not None and len(units) > 1:
+        sent = set(publisher.publish([message for message, _ in units]))
+        return [i for message, ids in units if message.message_id in sent for i in ids]
     done: list[int] = []
-    for ref in refs:
+    for message, ids in units:
         try:
-            broker.enqueue(message_for(ref))
+            broker.enqueue(message)
         except Exception as exc:  # noqa: BLE001 - reported, and the outbox retries
-            logger.error("Could not publish job %d (%s); it will be republished", ref.id, exc)
+            logger.error("Could not publish jobs %s (%s); they will be republished", ids, exc)
             break
-        done.append(ref.id)
+        done.extend(ids)
     return done
+
+
+def messages_for(
+    refs: Sequence[JobRef], batch_size: int
+) -> list[tuple[dramatiq.Message, list[int]]]:
+    """One message per job, except email jobs: up to `batch_size` of one priority share a
+    `send_emails` message (a lone one keeps its own `send_email` message). In job order."""
+    units: list[tuple[dramatiq.Message, list[int]]] = []
+    batches: dict[tuple[str, int], list[JobRef]] = {}
+    for ref in refs:
+        batch_actor = BATCH_ACTORS.get(ref.actor)
+        if batch_actor is None or batch_size < 2:
+            units.append((message_for(ref), [ref.id]))
+            continue
+        pending = batches.setdefault((ref.actor, ref.priority), [])
+        pending.append(ref)
+        if len(pending) == batch_size:
+            units.append(_batch_unit(pending))
+            pending.clear()
+    for pending in batches.values():
+        if pending:
+            units.append(_batch_unit(pending))
+    return units
+
+
+def _batch_unit(refs: Sequence[JobRef]) -> tuple[dramatiq.Message, list[int]]:
+    if len(refs) == 1:
+        return message_for(refs[0]), [refs[0].id]
+    ids = [ref.id for ref in refs]
+    first = refs[0]
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=first.queue,
+        actor_name=BATCH_ACTORS[first.actor],
+        args=(ids,),
+        kwargs={},
+        options={"broker_priority": first.priority},
+        message_id=str(uuid.uuid4()),
+    )
+    return message, ids

@@ -21,6 +21,7 @@ import psutil
 import psycopg
 
 from benchmarks.sink import Sink
+from orchestrator.config import DEFAULT_MAIL_BATCH_SIZE
 from orchestrator.db import connect
 from orchestrator.migrate import upgrade
 from tests.services import free_port, wait_until
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 HERALD_TOML = """
 [mail]
 from = "Herald <herald@example.com>"
+batch_size = {email_batch}
 
 [ai]
 enabled = true
@@ -122,9 +124,10 @@ class Services:
         return url
 
     def env(self, database_url: str, broker_url: str, *, batch_size: int, ai_latency: float,
+            email_batch: int = DEFAULT_MAIL_BATCH_SIZE,
             extra: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
         config = self.tmp / f"herald-{uuid.uuid4().hex[:8]}.toml"
-        config.write_text(HERALD_TOML.format(batch_size=batch_size))
+        config.write_text(HERALD_TOML.format(batch_size=batch_size, email_batch=email_batch))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "OPENAI_"))}
         return {
             **base,

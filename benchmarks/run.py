@@ -26,6 +26,7 @@ import psycopg
 
 from benchmarks import scenarios
 from benchmarks.harness import Services, WorkerGroup
+from orchestrator.config import DEFAULT_MAIL_BATCH_SIZE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="dramatiq_queue_prefetch (default: Dramatiq's, 2 x threads)",
     )
     p.add_argument("--batch-size", type=int, default=1000, help="[orchestrator] batch_size")
+    p.add_argument(
+        "--email-batch",
+        type=int,
+        default=DEFAULT_MAIL_BATCH_SIZE,
+        help="[mail] batch_size: email jobs per message (1: one message per job)",
+    )
     p.add_argument("--ai-latency", type=float, default=0.2, help="AI answer time, seconds")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "sizes": size, "targets": TARGETS, "scenarios": {},
     }  # fmt: skip
     out["settings"] = {
-        "runs": args.runs, "batch_size": args.batch_size, "ai_latency_s": args.ai_latency,
+        "runs": args.runs, "batch_size": args.batch_size, "email_batch": args.email_batch,
+        "ai_latency_s": args.ai_latency,
         "ai_off_workers": scenarios.worker_settings(args.processes, args.threads, args.prefetch,
                                                     None),
         "ai_on_workers": [
@@ -168,13 +176,18 @@ def main(argv: list[str] | None = None) -> int:
                 res["orchestrator"] = median_of(
                     args.runs,
                     lambda: scenarios.orchestrator(
-                        svc, db, changes=size["orchestrator"], batch_size=args.batch_size
+                        svc,
+                        db,
+                        changes=size["orchestrator"],
+                        batch_size=args.batch_size,
+                        email_batch=args.email_batch,
                     ),
                     "per_s",
                 )
             if want & {"e2e_off", "latency", "soak"}:
                 db = svc.database()
                 env = svc.env(db, svc.vhost(), batch_size=args.batch_size, ai_latency=0.0,
+                              email_batch=args.email_batch,
                               extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
                 group = WorkerGroup(env, scenarios.path_for_log(Path(tmp), "workers-off"),
                                     processes=args.processes, threads=args.threads)  # fmt: skip
@@ -209,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             if "e2e_ai" in want:
                 db = svc.database()
                 env = svc.env(db, svc.vhost(), batch_size=args.batch_size,
-                              ai_latency=args.ai_latency,
+                              ai_latency=args.ai_latency, email_batch=args.email_batch,
                               extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
                 print(f"end to end, AI at {args.ai_latency * 1000:.0f} ms: {size['e2e_ai']} "
                       f"changes; enrich {args.ai_processes} x {args.ai_threads}, the rest "

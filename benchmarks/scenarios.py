@@ -84,10 +84,13 @@ def ceiling(svc: Services, *, messages: int, processes: int, threads: int) -> di
 # -- the orchestrator alone ---------------------------------------------------------------------
 
 
-def orchestrator(svc: Services, db: str, *, changes: int, batch_size: int) -> dict:
+def orchestrator(
+    svc: Services, db: str, *, changes: int, batch_size: int, email_batch: int
+) -> dict:
     """Pre-insert `changes`, then time `herald orchestrate` (claim, route, write, publish)."""
     truncate(db)
-    env = svc.env(db, svc.vhost(), batch_size=batch_size, ai_latency=0.0)
+    env = svc.env(db, svc.vhost(), batch_size=batch_size, ai_latency=0.0,
+                  email_batch=email_batch)  # fmt: skip
     insert_changes(db, "bench_plain", changes)
     started = time.perf_counter()
     done = subprocess.run(
@@ -107,6 +110,7 @@ def orchestrator(svc: Services, db: str, *, changes: int, batch_size: int) -> di
     return {
         "changes": changes,
         "batch_size": batch_size,
+        "email_batch": email_batch,
         "per_s": changes / float(seconds),
         "run_seconds": float(seconds),
         "wall_seconds_with_startup": wall,

@@ -94,6 +94,28 @@ def record_delivery(outcome: Any) -> None:
     active.deliveries.labels(status=status).inc()
 
 
+def record_batch(report: Any, actor: str = DELIVERY_ACTOR, queue: str = "email") -> None:
+    """Count each job of a batch as a job of its own actor, as the middleware counts a lone
+    one: from an ``orchestrator.email_batch.BatchReport``. Jobs handed back were not tried
+    and are not counted (they are counted when they run)."""
+    active = _active
+    if active is None:
+        return
+    labels = (actor, queue)
+    for sent in report.sent:
+        active.completed.labels(*labels).inc()
+        active.duration.labels(*labels).observe(sent.seconds)
+    for retry in report.retry:
+        active.retried.labels(*labels).inc()
+        active.duration.labels(*labels).observe(retry.seconds)
+    for _ in report.failed:
+        active.failed.labels(*labels).inc()
+        if actor == DELIVERY_ACTOR:
+            active.deliveries.labels(status="failed").inc()
+    for _ in report.deferred:
+        active.deferred.labels(*labels).inc()
+
+
 def record_tokens(prompt: int | None, completion: int | None) -> None:
     """Count AI tokens as reported by the Chat Completions ``usage``."""
     active = _active
@@ -207,9 +229,13 @@ class Prometheus(Middleware):
     ) -> None:
         if self.metrics is None:
             return
+        batch = _batch(broker, message)
         with self._starts_lock:
             self._starts[message.message_id] = time.perf_counter()
-        self.metrics.running.labels(*_labels(message)).inc()
+        if batch is None:
+            self.metrics.running.labels(*_labels(message)).inc()
+        else:
+            self.metrics.running.labels(*batch[0]).inc(batch[1])
 
     def after_process_message(
         self,
@@ -223,6 +249,17 @@ class Prometheus(Middleware):
             return
         labels = _labels(message)
         started = self._forget(message)
+        batch = _batch(broker, message)
+        if batch is not None:
+            # Its jobs were counted one by one (record_batch); the message itself only
+            # when it failed as a whole (the ledger unreachable, a malformed message).
+            if started is not None:
+                self.metrics.running.labels(*batch[0]).dec(batch[1])
+            if exception is not None:
+                (self.metrics.failed if message.failed else self.metrics.retried).labels(
+                    *labels
+                ).inc()
+            return
         if started is not None:
             self.metrics.running.labels(*labels).dec()
             self.metrics.duration.labels(*labels).observe(time.perf_counter() - started)
@@ -244,7 +281,11 @@ class Prometheus(Middleware):
         if self.metrics is None:
             return
         if self._forget(message) is not None:
-            self.metrics.running.labels(*_labels(message)).dec()
+            batch = _batch(broker, message)
+            if batch is None:
+                self.metrics.running.labels(*_labels(message)).dec()
+            else:
+                self.metrics.running.labels(*batch[0]).dec(batch[1])
 
     def _forget(self, message: dramatiq.MessageProxy) -> float | None:
         with self._starts_lock:
@@ -308,6 +349,22 @@ def actor_queues(broker: dramatiq.Broker) -> dict[str, str]:
 
 def _labels(message: dramatiq.MessageProxy) -> tuple[str, str]:
     return message.actor_name, q_name(message.queue_name)
+
+
+def _batch(
+    broker: dramatiq.Broker, message: dramatiq.MessageProxy
+) -> tuple[tuple[str, str], int] | None:
+    """For a message carrying a batch of another actor's jobs (`batch_of`): that actor's
+    labels and how many jobs; None for any other message."""
+    try:
+        member = broker.get_actor(message.actor_name).options.get("batch_of")
+    except dramatiq.errors.ActorNotFound:
+        return None
+    if not member:
+        return None
+    ids = message.args[0] if len(message.args) == 1 else None
+    count = len(ids) if isinstance(ids, list) else 0
+    return (member, q_name(message.queue_name)), count
 
 
 def _activate(metrics: catalogue.WorkerMetrics) -> None:

@@ -28,6 +28,10 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
 DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_SMTP_URL = "smtp://localhost:25"
 DEFAULT_MAIL_FROM = "Herald <herald@localhost>"
+#: Email jobs per `send_emails` message: one RabbitMQ delivery and one ledger statement
+#: serve them all (actors/email.py). Small, so a batch stays short next to its time limit.
+DEFAULT_MAIL_BATCH_SIZE = 20
+MAX_MAIL_BATCH_SIZE = 200
 
 
 class ConfigError(ValueError):
@@ -302,6 +306,8 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     smtp_url: str = DEFAULT_SMTP_URL
     mail_from: str = DEFAULT_MAIL_FROM
+    #: `[mail] batch_size`: email jobs per `send_emails` message (1: one message per job).
+    mail_batch_size: int = DEFAULT_MAIL_BATCH_SIZE
     metrics_port: int = 9191
     metrics_host: str = "127.0.0.1"
     openai_api_key: str | None = field(default=None, repr=False)
@@ -387,12 +393,19 @@ def settings_from_mapping(
         raise ConfigError(f"invalid number in configuration: {exc}") from None
     if orchestrator.batch_size < 1:
         raise ConfigError("[orchestrator] batch_size must be at least 1")
+    mail_batch_size = mail.get("batch_size", DEFAULT_MAIL_BATCH_SIZE)
+    if type(mail_batch_size) is not int or not 1 <= mail_batch_size <= MAX_MAIL_BATCH_SIZE:
+        raise ConfigError(
+            f"[mail] batch_size must be an integer from 1 to {MAX_MAIL_BATCH_SIZE}, "
+            f"not {mail_batch_size!r}"
+        )
 
     return Settings(
         database_url=env.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL),
         broker_url=env.get("HERALD_BROKER_URL", DEFAULT_BROKER_URL),
         smtp_url=env.get("HERALD_SMTP_URL", DEFAULT_SMTP_URL),
         mail_from=mail_from,
+        mail_batch_size=mail_batch_size,
         metrics_port=metrics_port,
         metrics_host=env.get("HERALD_METRICS_HOST", "127.0.0.1"),
         openai_api_key=env.get("OPENAI_API_KEY") or None,

@@ -22,6 +22,9 @@ from orchestrator.sql import queries
 #: Actor name -> queue name, for every actor that has ledger rows.
 ACTOR_QUEUES = {"enrich": "enrich", "send_email": "email"}
 
+#: Actor name -> the actor that runs a batch of its jobs in one message (actors/email.py).
+BATCH_ACTORS = {"send_email": "send_emails"}
+
 #: Route priority -> RabbitMQ message priority (queues are declared with x-max-priority 10).
 PRIORITIES = {"urgent": 9, "normal": 5, "low": 1}
 
@@ -162,18 +165,50 @@ class Attempt:
 def start_and_load(conn: DictConnection, job_id: int) -> tuple[Attempt | None, str | None]:
     """`start_attempt` and the step's reads in one statement: (the attempt, None) when the
     job runs, else (None, the status found, None for an unknown job)."""
-    rows = conn.execute(queries["job_start_load"], {"id": job_id}).fetchall()
-    if not rows:
-        return None, None
+    started, not_started = start_many(conn, [job_id])
+    if started:
+        return started[0], None
+    return None, not_started.get(job_id)
+
+
+def start_many(
+    conn: DictConnection, job_ids: Sequence[int]
+) -> tuple[list[Attempt], dict[int, str]]:
+    """Start a batch of jobs in one statement: (the attempts started, in id order; the
+    status of each job that must not run). Unknown ids are in neither."""
+    rows = conn.execute(queries["job_start_load"], {"ids": list(job_ids)}).fetchall()
+    started: list[Attempt] = []
+    not_started: dict[int, str] = {}
+    for job_rows in _by_job(rows):
+        first = job_rows[0]
+        if first["started"]:
+            started.append(_attempt(job_rows))
+        else:
+            not_started[first["job_id"]] = first["found_status"]
+    return started, not_started
+
+
+def _by_job(rows: Sequence[DictRow]) -> list[list[DictRow]]:
+    """`job_start_load`'s rows (in job id order) split into one list per job."""
+    groups: list[list[DictRow]] = []
+    for row in rows:
+        if groups and groups[-1][0]["job_id"] == row["job_id"]:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _attempt(rows: Sequence[DictRow]) -> Attempt:
     first = rows[0]
-    if not first["started"]:
-        return None, first["found_status"]
     job = {
         "id": first["job_id"],
         "status": "running",
         "notification_id": first["notification_id"],
         "change_id": first["job_change_id"],
         "recipient": first["recipient"],
+        "message_id": str(first["job_message_id"]),
+        "priority": first["job_priority"],
     }
     notification = None
     if first["n_id"] is not None:
@@ -187,7 +222,7 @@ def start_and_load(conn: DictConnection, job_id: int) -> tuple[Attempt | None, s
         summary = {key: first[f"sm_{key}"] for key in ("status", "summary", "model", "aliases",
                                                        "error")}  # fmt: skip
     changes = [Change.from_row(r) for r in rows if r["id"] is not None]
-    return Attempt(job_id, job, notification, changes, summary, first["breakers"] or {}), None
+    return Attempt(first["job_id"], job, notification, changes, summary, first["breakers"] or {})
 
 
 _attempts = threading.local()
@@ -232,3 +267,24 @@ def delayed(conn: psycopg.Connection[Any], job_id: int, delay_seconds: float) ->
 
 def fail(conn: psycopg.Connection[Any], job_id: int, error: str) -> None:
     conn.execute(queries["job_failed"], {"id": job_id, "error": error})
+
+
+def hand_back(conn: DictConnection, job_ids: Sequence[int], reason: str) -> list[JobRef]:
+    """Jobs started but not tried: pending again, their attempt given back; their refs,
+    for publishing them again."""
+    if not job_ids:
+        return []
+    rows = conn.execute(
+        queries["jobs_handed_back"], {"ids": list(job_ids), "reason": reason}
+    ).fetchall()
+    return job_refs(rows)
+
+
+#: Longest error text kept in the ledger (a traceback is in the worker's log, not here).
+MAX_ERROR_CHARS = 2000
+
+
+def describe(exception: BaseException) -> str:
+    """An exception as the ledger's `last_error` keeps it: type and message, bounded."""
+    text = f"{type(exception).__name__}: {exception}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

@@ -97,20 +97,22 @@ UPDATE herald.jobs
 RETURNING id, status, attempts;
 
 -- name: job_start_load
--- job_start and, in the same statement, everything the job's step reads: the notification,
--- its changes (one row each, in id order; one row with NULL change columns when it has
--- none), its summary and the circuit breakers' states. A job that must not run comes back
--- as one row with started = false and its status (nothing else loaded); an unknown job as
--- no row. The SELECT reads the snapshot from before the UPDATE, so found_status is the
--- status the job had.
+-- job_start for one job or a batch (%(ids)s) and, in the same statement, everything each
+-- job's step reads: the notification, its changes (one row each, in id order; one row with
+-- NULL change columns when it has none), its summary and the circuit breakers' states.
+-- Rows come in job id order. A job that must not run comes back as one row with
+-- started = false and its status (nothing else loaded); an unknown job as no row. The
+-- SELECT reads the snapshot from before the UPDATE, so found_status is the status the job
+-- had.
 WITH started AS (
     UPDATE herald.jobs
        SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
-     WHERE id = %(id)s AND status IN ('pending', 'running')
+     WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running')
     RETURNING id, attempts
 )
 SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
        s.attempts AS job_attempts, j.notification_id, j.change_id AS job_change_id, j.recipient,
+       j.message_id AS job_message_id, j.priority AS job_priority,
        n.id AS n_id, n.route AS n_route, n.table_name AS n_table_name, n.row_pk AS n_row_pk,
        n.change_ids AS n_change_ids, n.recipients AS n_recipients, n.ai AS n_ai,
        n.on_ai_failure AS n_on_ai_failure, n.priority AS n_priority,
@@ -124,8 +126,8 @@ SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
   LEFT JOIN herald.notifications n ON s.id IS NOT NULL AND n.id = j.notification_id
   LEFT JOIN herald.summaries sm ON sm.notification_id = n.id
   LEFT JOIN herald.change_log c ON c.id = ANY (n.change_ids)
- WHERE j.id = %(id)s
- ORDER BY c.id;
+ WHERE j.id = ANY(%(ids)s::bigint[])
+ ORDER BY j.id, c.id;
 
 -- name: job_status
 SELECT id, status FROM herald.jobs WHERE id = %(id)s;
@@ -134,6 +136,15 @@ SELECT id, status FROM herald.jobs WHERE id = %(id)s;
 UPDATE herald.jobs
    SET status = 'complete', finished_at = clock_timestamp()
  WHERE id = %(id)s AND status = 'running';
+
+-- name: jobs_handed_back
+-- Jobs a batch started but did not try (its time budget was spent, or an earlier job in it
+-- failed): pending again, the attempt given back, to be published again at once.
+UPDATE herald.jobs
+   SET status = 'pending', attempts = greatest(attempts - 1, 0), last_error = %(reason)s,
+       published_at = NULL
+ WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running'
+RETURNING id, message_id, actor, queue, priority;
 
 -- name: job_retrying
 UPDATE herald.jobs
@@ -268,7 +279,10 @@ UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error
 -- name: delivery_sent_job_complete
 -- After the SMTP server accepted: the delivery is sent, the job complete and, when the call
 -- was admitted by a closed breaker, a run of failures ended (as breaker_call_succeeded;
--- %(breaker)s is NULL without a breaker), all in one statement and so one transaction.
+-- %(breaker)s is NULL without a breaker), all in one statement and so one transaction; and
+-- the delivery's advisory lock released (as release_delivery_lock). Released before the
+-- commit, another attempt may take the lock at once: it then waits on the row (lock_delivery
+-- is FOR UPDATE) and reads it 'sent', never 'sending'.
 WITH sent AS (
     UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
      WHERE id = %(delivery_id)s
@@ -284,7 +298,8 @@ WITH sent AS (
      WHERE breaker = %(breaker)s AND state = 'closed' AND consecutive_failures > 0
     RETURNING breaker
 )
-SELECT (SELECT count(*) FROM sent) AS sent, (SELECT count(*) FROM done) AS completed;
+SELECT (SELECT count(*) FROM sent) AS sent, (SELECT count(*) FROM done) AS completed,
+       pg_advisory_unlock(hashtextextended(%(key)s, 0)) AS unlocked;
 
 -- name: delivery_failed
 UPDATE herald.deliveries SET status = 'failed', error = %(error)s WHERE id = %(id)s;
