@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(conn)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(APP_TABLES)
-        raw = tomllib.loads(HERALD_TOML.format(batch_size=args.batch_size))
+        raw = tomllib.loads(HERALD_TOML.format(batch_size=args.batch_size, email_batch=1))
         settings = settings_from_mapping(raw, {"HERALD_DATABASE_URL": url,
                                                "HERALD_SMTP_URL": smtp_url})  # fmt: skip
         pool = ConnectionPool(url, min_size=2, max_size=8, kwargs={"row_factory": dict_row},
