@@ -9,6 +9,8 @@ and the order matters (see Ledger's docstring).
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -25,6 +27,13 @@ from actors import runtime
 from actors.ledger_middleware import Ledger
 from actors.periodic import PeriodicRetries
 from monitoring.prometheus import Prometheus
+
+#: The openai client's HTTP stack logs every request at INFO: hundreds of AI calls a
+#: second became as many log lines through Dramatiq's log pipe (a line per call, no news
+#: in it). Its warnings and errors still show; the enrich step logs its own failures.
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+for _name in QUIET_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
 MAX_PRIORITY = 10

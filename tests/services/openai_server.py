@@ -44,6 +44,14 @@ def _prompt_text(body: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+class _Server(ThreadingHTTPServer):
+    #: socketserver's default listen backlog is 5: a burst of new connections (128 enrich
+    #: threads starting at once) overflowed it, and the refused ones looked like an AI outage
+    #: (errors, then the ai circuit opening). A real API accepts them.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeOpenAIServer:
     """``base_url`` for ``OpenAI(base_url=...)``; ``requests`` holds every request body."""
 
@@ -54,8 +62,7 @@ class FakeOpenAIServer:
         self._requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self.port = int(self._httpd.server_address[1])
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
