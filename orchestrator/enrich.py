@@ -74,6 +74,7 @@ def enrich(
     summary: Summary | None = None
     aliases: dict[str, str] = {}
     error: str | None = None
+    fold_breaker: str | None = None  # the breaker whose success enrich_handoff records
     if existing and existing["status"] in ("ok", "offline"):
         status = "skipped"  # a previous attempt summarised, then died before handing off
     else:
@@ -82,8 +83,15 @@ def enrich(
         try:
             # Rate limit and circuit breaker first: they may raise Postponed (deferred).
             known = attempt.breakers.get("ai", "closed") if attempt is not None else None
-            with guarded(pool, settings, "ai", known_state=known) as call, call.made():
-                summary = summariser.summarise(aliased.data)
+            with guarded(pool, settings, "ai", known_state=known) as call:
+                with call.made():
+                    summary = summariser.summarise(aliased.data)
+                if call.breaker is not None and not call.probe:
+                    # A success admitted while closed ends a run of failures: recorded by
+                    # the hand-off statement below, one round trip fewer (as the email
+                    # step's delivery_sent_job_complete does). A probe's is written apart.
+                    call.success_recorded = True
+                    fold_breaker = call.breaker
             status = "offline" if summary.offline else "ok"
         except CircuitOpen as exc:
             # The AI is down: the job is deferred (no retry spent). A "send" route stops
@@ -130,6 +138,7 @@ def enrich(
                 "completion_tokens": summary.completion_tokens if summary else 0,
                 "error": error,
                 "note": f"summary unavailable: {error}" if error else None,
+                "breaker": fold_breaker,
                 **ledger.job_params(new_jobs),
             },
         ).fetchall()

@@ -245,6 +245,20 @@ def test_with_the_ai_circuit_just_opened_enrich_jobs_wait_without_spending_retri
     assert breaker_row(herald_db, "ai")["state"] == "closed"
 
 
+def test_a_summary_made_while_closed_ends_the_ai_breakers_run_of_failures_in_the_hand_off(
+    herald_db, stub_pipeline
+):
+    sql(herald_db, "UPDATE herald.circuit_breakers SET consecutive_failures = 3, "
+                   "last_error = 'AI 500' WHERE breaker = 'ai'")  # fmt: skip
+    sql(herald_db, "INSERT INTO members (first_name) VALUES ('Ann')")
+    stub_pipeline.orchestrate()
+    assert len(stub_pipeline.summariser.calls) == 1
+    row = breaker_row(herald_db, "ai")
+    assert (row["state"], row["consecutive_failures"]) == ("closed", 0)
+    [job] = sql(herald_db, "SELECT * FROM herald.jobs WHERE actor = 'enrich'")
+    assert job["status"] == "complete"
+
+
 def test_herald_stats_shows_a_line_per_breaker(herald_db):
     from monitoring import inspect
     from monitoring.cli import format_stats

@@ -184,7 +184,9 @@ SELECT status, summary, model, aliases, error FROM herald.summaries WHERE notifi
 -- running, its summary saved (when %(save)s), its email jobs written (an open duplicate is
 -- not written twice, as insert_jobs) and the job completed, with %(note)s as its last error
 -- when the summary is unavailable. One row per job written, or one row with id NULL when
--- none was; completed = 0 (and no job written) when the job was no longer running.
+-- none was; completed = 0 (and no job written) when the job was no longer running. When
+-- the AI call was admitted by a closed breaker, %(breaker)s ends a run of its failures (as
+-- breaker_call_succeeded; NULL: nothing to record).
 WITH job AS MATERIALIZED (
     SELECT id FROM herald.jobs WHERE id = %(job_id)s AND status = 'running' FOR UPDATE
 ), saved AS (
@@ -220,6 +222,11 @@ WITH job AS MATERIALIZED (
            last_error = coalesce(%(note)s::text, last_error)
      WHERE id IN (SELECT id FROM job)
     RETURNING id
+), breaker AS (
+    UPDATE herald.circuit_breakers
+       SET consecutive_failures = 0, updated_at = clock_timestamp()
+     WHERE breaker = %(breaker)s::text AND state = 'closed' AND consecutive_failures > 0
+    RETURNING breaker
 )
 SELECT (SELECT count(*) FROM done) AS completed, w.id, w.message_id, w.actor, w.queue,
        w.priority
