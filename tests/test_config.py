@@ -89,3 +89,11 @@ def test_environment_variables_configure_the_services():
         9300,
     )
     assert s.mail_domain == "example.com"
+
+
+def test_the_email_batch_size_defaults_to_20_and_is_bounded():
+    assert settings_from_mapping({}, {}).mail_batch_size == 20
+    assert settings_from_mapping({"mail": {"batch_size": 1}}, {}).mail_batch_size == 1
+    for bad in (0, 201, "20", 2.5, True):
+        with pytest.raises(ConfigError, match=r"\[mail\] batch_size"):
+            settings_from_mapping({"mail": {"batch_size": bad}}, {})
