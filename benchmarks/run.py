@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "per_s",
                 )
+                svc.drop(db)
             if want & {"e2e_off", "latency", "soak"}:
                 db = svc.database()
                 env = svc.env(db, svc.vhost(), batch_size=args.batch_size, ai_latency=0.0,
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{res['soak']['rss_end_mb']} MB", flush=True)  # fmt: skip
                 finally:
                     group.stop()
+                    svc.drop(db)
             if "e2e_ai" in want:
                 db = svc.database()
                 env = svc.env(db, svc.vhost(), batch_size=args.batch_size,
@@ -250,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     for group in groups:
                         group.stop()
+                    svc.drop(db)
             if "seeds" in want:
                 print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
                 db = svc.database()
