@@ -8,7 +8,6 @@ fails in a batch is retried here as a `send_email` message of its own.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import dramatiq
 from dramatiq.common import compute_backoff
@@ -16,11 +15,12 @@ from dramatiq.common import compute_backoff
 from actors import runtime
 from actors.deferral import deferral_for, deferring
 from actors.options import options_for
-from actors.publish import publish
+from actors.publish import message_for, publish
 from monitoring.prometheus import record_batch, record_delivery
 from orchestrator import ledger
 from orchestrator.deliver import send_notification_email
 from orchestrator.email_batch import BUDGET_SHARE, BatchReport, send_batch
+from orchestrator.ledger import JobRef
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +64,16 @@ def _retry_alone(report: BatchReport) -> None:
         # As Retries computes a first retry's backoff, from the actor's current options.
         _, backoff = compute_backoff(1, factor=send_email.options["min_backoff"],
                                      max_backoff=send_email.options["max_backoff"])  # fmt: skip
-        _send_alone(retry.job_id, retry.message_id, retry.priority, backoff, {"retries": 1})
+        _send_alone(retry.ref, backoff, retries=1)
     for deferral in report.deferred:
         delay = deferral_for(deferral.postponed).delay or 0
-        _send_alone(deferral.job_id, deferral.message_id, deferral.priority, delay,
-                    {"herald_deferrals": 1})  # fmt: skip
+        _send_alone(deferral.ref, delay, herald_deferrals=1)
 
 
-def _send_alone(job_id: int, message_id: str, priority: int, delay: int, options: dict) -> None:
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name="email", actor_name="send_email", args=(job_id,), kwargs={},
-        options={"broker_priority": priority, **options}, message_id=message_id,
-    )  # fmt: skip
+def _send_alone(ref: JobRef, delay: int, **options: int) -> None:
+    message = message_for(ref)
+    message = message.copy(options={**message.options, **options})
     try:
         dramatiq.get_broker().enqueue(message, delay=delay)
     except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
-        logger.error("Could not enqueue job %d alone (%s); the sweeper will", job_id, exc)
+        logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)

@@ -56,17 +56,18 @@ class Ledger(Middleware):
         # and keeps their rows itself (actors/email.py); this middleware leaves it alone.
         return {"ledger", "batch_of"}
 
-    def _is_ledger(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
+    @staticmethod
+    def _has(broker: dramatiq.Broker, message: dramatiq.Message, option: str) -> bool:
         try:
-            return bool(broker.get_actor(message.actor_name).options.get("ledger"))
+            return bool(broker.get_actor(message.actor_name).options.get(option))
         except dramatiq.errors.ActorNotFound:
             return False
 
+    def _is_ledger(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
+        return self._has(broker, message, "ledger")
+
     def _is_batch(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
-        try:
-            return bool(broker.get_actor(message.actor_name).options.get("batch_of"))
-        except dramatiq.errors.ActorNotFound:
-            return False
+        return self._has(broker, message, "batch_of")
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if self._is_batch(broker, message):

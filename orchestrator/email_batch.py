@@ -58,21 +58,25 @@ class Sent:
 class Retry:
     """A job that failed transiently: pending, to be retried alone after its backoff."""
 
-    job_id: int
-    message_id: str
-    priority: int
+    ref: JobRef
     error: str
     seconds: float
+
+    @property
+    def job_id(self) -> int:
+        return self.ref.id
 
 
 @dataclass(frozen=True)
 class Deferral:
     """A job put off (circuit open, rate limit): pending, to run alone after `postponed`."""
 
-    job_id: int
-    message_id: str
-    priority: int
+    ref: JobRef
     postponed: Postponed
+
+    @property
+    def job_id(self) -> int:
+        return self.ref.id
 
 
 @dataclass
@@ -125,9 +129,7 @@ def send_batch(
             deferred = f"deferred: {exc.reason}; next try in about {exc.retry_in:.1f}s"
             with db.autocommit(pool) as conn:
                 conn.execute(queries["job_deferred"], {"id": attempt.job_id, "reason": deferred})
-            report.deferred.append(
-                Deferral(attempt.job_id, attempt.job["message_id"], attempt.job["priority"], exc)
-            )
+            report.deferred.append(Deferral(_ref(attempt), exc))
             reason = f"handed back: {exc.reason} for an earlier job of its batch"
             _hand_back(pool, report, rest, alone=True, reason=reason)
             break
@@ -147,9 +149,7 @@ def send_batch(
                 with db.autocommit(pool) as conn:
                     ledger.will_retry(conn, attempt.job_id, reason)
                 logger.warning("Job %d will be retried alone: %s", attempt.job_id, reason)
-                report.retry.append(Retry(attempt.job_id, attempt.job["message_id"],
-                                          attempt.job["priority"], reason,
-                                          time.perf_counter() - started))  # fmt: skip
+                report.retry.append(Retry(_ref(attempt), reason, time.perf_counter() - started))
             _hand_back(pool, report, rest, alone=True,
                        reason="handed back: an earlier job of its batch failed")  # fmt: skip
             break
@@ -161,6 +161,12 @@ def send_batch(
         finally:
             ledger.end(attempt.job_id)
     return report
+
+
+def _ref(attempt: ledger.Attempt) -> JobRef:
+    """The job's ref, to publish it again alone (its own message id and priority)."""
+    job = attempt.job
+    return JobRef(attempt.job_id, job["message_id"], "send_email", "email", job["priority"])
 
 
 def _hand_back(
