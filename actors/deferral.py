@@ -1,7 +1,7 @@
 """Deferral: putting a job off without it counting as a failure.
 
 When a dependency's circuit is open or its rate limit is reached, the service raises
-`Postponed` (orchestrator/ratelimit.py) before calling out. The actor turns it into
+`Postponed` (herald/ratelimit.py) before calling out. The actor turns it into
 `Deferred`, a `dramatiq.errors.Retry` carrying a delay, so that:
 
 (a) Retries re-enqueues the message after that delay (the breaker's next probe, or the
@@ -33,8 +33,8 @@ from dramatiq.middleware import Middleware
 from psycopg_pool import ConnectionPool
 
 from actors.ledger_middleware import job_id_of
-from orchestrator.ratelimit import Postponed
-from orchestrator.sql import queries
+from herald.ratelimit import Postponed
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

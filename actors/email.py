@@ -1,7 +1,7 @@
 """The email actors: render and send notifications, each to one recipient, once.
 
 `send_email` sends one job's email. `send_emails` carries a batch of email jobs in one
-message (orchestrator/email_batch.py says why and how each job stays its own); a job that
+message (herald/email/batch.py says why and how each job stays its own); a job that
 fails in a batch is retried here as a `send_email` message of its own.
 """
 
@@ -16,11 +16,11 @@ from actors import runtime
 from actors.deferral import deferral_for, deferring
 from actors.options import options_for
 from actors.publish import message_for, publish
+from herald import ledger
+from herald.email.batch import BUDGET_SHARE, BatchReport, send_batch
+from herald.email.deliver import send_notification_email
+from herald.ledger import JobRef
 from monitoring.prometheus import record_batch, record_delivery
-from orchestrator import ledger
-from orchestrator.deliver import send_notification_email
-from orchestrator.email_batch import BUDGET_SHARE, BatchReport, send_batch
-from orchestrator.ledger import JobRef
 
 logger = logging.getLogger(__name__)
 

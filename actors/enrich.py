@@ -9,10 +9,10 @@ from actors import runtime
 from actors.deferral import Deferred, deferring
 from actors.options import options_for
 from actors.publish import publish
+from herald import ledger
+from herald.enrich.step import HeldForAI
+from herald.enrich.step import enrich as enrich_service
 from monitoring.prometheus import record_tokens
-from orchestrator import ledger
-from orchestrator.enrich import HeldForAI
-from orchestrator.enrich import enrich as enrich_service
 
 _options = options_for("enrich")
 _max_retries = _options["max_retries"]

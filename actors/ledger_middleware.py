@@ -17,8 +17,8 @@ import dramatiq
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.ledger import describe
+from herald import db, ledger
+from herald.ledger import describe
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors import runtime
-from orchestrator.errors import PermanentError
+from herald.errors import PermanentError
 
 
 def options_for(actor: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from actors import runtime
-from orchestrator.ledger import BATCH_ACTORS, JobRef
+from herald.ledger import BATCH_ACTORS, JobRef
 
 logger = logging.getLogger(__name__)
 

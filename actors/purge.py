@@ -15,7 +15,7 @@ from periodiq import cron
 
 from actors import runtime
 from actors.options import options_for
-from orchestrator.retention import purge as purge_service
+from herald.retention import purge as purge_service
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from orchestrator.adapters.ai import Summariser, summariser_from_settings
-from orchestrator.adapters.mail import Mailer, mailer_from_url
-from orchestrator.config import Settings, load_settings
-from orchestrator.db import get_pool
+from herald.config import Settings, load_settings
+from herald.db import get_pool
+from herald.email.smtp import Mailer, mailer_from_url
+from herald.enrich.ai import Summariser, summariser_from_settings
 
 
 @dataclass

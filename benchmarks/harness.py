@@ -21,9 +21,9 @@ import psutil
 import psycopg
 
 from benchmarks.sink import Sink
-from orchestrator.config import DEFAULT_MAIL_BATCH_SIZE
-from orchestrator.db import connect
-from orchestrator.migrate import upgrade
+from herald.config import DEFAULT_MAIL_BATCH_SIZE
+from herald.db import connect
+from herald.migrate import upgrade
 from tests.services import free_port, wait_until
 from tests.services.postgres import PostgresService, start_postgres
 from tests.services.rabbitmq import RabbitMQService, start_rabbitmq

@@ -30,9 +30,9 @@ from psycopg.rows import dict_row  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
 
 from benchmarks.harness import APP_TABLES, HERALD_TABLES, HERALD_TOML, REPO, insert_changes  # noqa: E402
-from orchestrator.config import settings_from_mapping  # noqa: E402
-from orchestrator.db import connect  # noqa: E402
-from orchestrator.migrate import upgrade  # noqa: E402
+from herald.config import settings_from_mapping  # noqa: E402
+from herald.db import connect  # noqa: E402
+from herald.migrate import upgrade  # noqa: E402
 from tests.services.postgres import start_postgres  # noqa: E402
 
 SINK = """
@@ -114,8 +114,8 @@ def email_figures(url, pool, settings, args) -> None:
     from actors.email import send_email
     from actors.publish import message_for
     from actors.runtime import Runtime
-    from orchestrator.adapters.ai import FakeSummariser
-    from orchestrator.adapters.mail import mailer_from_url
+    from herald.email.smtp import mailer_from_url
+    from herald.enrich.ai import FakeSummariser
     from orchestrator.orchestrate import run_orchestrator
 
     mailer = mailer_from_url(settings.smtp_url)

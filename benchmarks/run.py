@@ -26,7 +26,7 @@ import psycopg
 
 from benchmarks import scenarios
 from benchmarks.harness import Services, WorkerGroup
-from orchestrator.config import DEFAULT_MAIL_BATCH_SIZE
+from herald.config import DEFAULT_MAIL_BATCH_SIZE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -94,7 +94,7 @@ def orchestrator(
     insert_changes(db, "bench_plain", changes)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "orchestrate", "--json"],
+        [sys.executable, "-m", "herald.cli.main", "orchestrate", "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     wall = time.perf_counter() - started

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from psycopg.rows import dict_row
 
+from herald.config import Settings
 from monitoring import metrics as catalogue
 from monitoring.sql import metrics_queries
-from orchestrator.config import Settings
 
 logger = logging.getLogger(__name__)
 

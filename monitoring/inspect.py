@@ -1,6 +1,6 @@
 """Looking inside the job ledger: the functions behind `herald jobs ...` and `herald stats`.
 
-Plain functions over a psycopg connection whose rows are dicts (`orchestrator.db.connect`).
+Plain functions over a psycopg connection whose rows are dicts (`herald.db.connect`).
 Reads return dicts and lists ready to print or dump as JSON; the two writes (`retry_jobs`,
 `cancel_job`) each run in `conn.transaction()` blocks, so give them a connection with no
 transaction open (autocommit, as the CLI does) for each block to commit on its own.
@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
+from herald.breaker import breaker_states
+from herald.ledger import ACTOR_QUEUES, STATUSES, JobRef, Publish, publish_and_mark
 from monitoring.sql import queries
-from orchestrator.breaker import breaker_states
-from orchestrator.ledger import ACTOR_QUEUES, STATUSES, JobRef, Publish, publish_and_mark
 
 #: Statuses a job can be retried from (it is not open and did not succeed).
 RETRYABLE = ("failed", "canceled")

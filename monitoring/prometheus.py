@@ -80,7 +80,7 @@ _active: catalogue.WorkerMetrics | None = None
 
 
 def record_delivery(outcome: Any) -> None:
-    """Count one SMTP delivery from an ``orchestrator.deliver.DeliveryOutcome``.
+    """Count one SMTP delivery from an ``herald.email.deliver.DeliveryOutcome``.
 
     ``sent`` when the server accepted it; ``ambiguous`` when it was sent again after a
     worker died mid-send (the recipient may have it twice, same Message-ID). An
@@ -96,7 +96,7 @@ def record_delivery(outcome: Any) -> None:
 
 def record_batch(report: Any, actor: str = DELIVERY_ACTOR, queue: str = "email") -> None:
     """Count each job of a batch as a job of its own actor, as the middleware counts a lone
-    one: from an ``orchestrator.email_batch.BatchReport``. Jobs handed back were not tried
+    one: from an ``herald.email.batch.BatchReport``. Jobs handed back were not tried
     and are not counted (they are counted when they run)."""
     active = _active
     if active is None:

@@ -7,9 +7,9 @@ other's rows instead of waiting or taking them twice.
 
 from __future__ import annotations
 
-from orchestrator.changes import Change
-from orchestrator.db import DictConnection
-from orchestrator.sql import queries
+from herald.changes import Change
+from herald.db import DictConnection
+from herald.sql import queries
 
 
 def lock_batch(conn: DictConnection, limit: int) -> list[Change]:

@@ -22,15 +22,15 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.changes import Change, check_change
+from herald import db, ledger
+from herald.changes import Change, check_change
+from herald.config import Route, Settings
+from herald.db import DictConnection
+from herald.errors import PermanentError
+from herald.ledger import JobRef, NewJob, Publish
+from herald.sql import queries
 from orchestrator.claim import lock_batch
-from orchestrator.config import Route, Settings
-from orchestrator.db import DictConnection
-from orchestrator.errors import PermanentError
-from orchestrator.ledger import JobRef, NewJob, Publish
 from orchestrator.routing import route
-from orchestrator.sql import queries
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.changes import Change
-from orchestrator.config import Route
+from herald.changes import Change
+from herald.config import Route
 
 
 def route(change: Change, routes: Sequence[Route]) -> Route | None:

@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.config import Settings
-from orchestrator.db import DictRow
-from orchestrator.ledger import Publish, job_ref
-from orchestrator.sql import queries
+from herald import db, ledger
+from herald.config import Settings
+from herald.db import DictRow
+from herald.ledger import Publish, job_ref
+from herald.sql import queries
 
 #: Past the longest time limit by this much, a running job is taken for dead.
 STALE_MARGIN_SECONDS = 60

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import psycopg
 from psycopg.rows import dict_row
 
-from orchestrator.db import DictConnection
-from orchestrator.sql import queries
+from herald.db import DictConnection
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

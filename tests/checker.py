@@ -30,10 +30,10 @@ from email.utils import parseaddr
 import psycopg
 from psycopg.rows import dict_row
 
-from orchestrator.changes import Change
-from orchestrator.config import Settings
-from orchestrator.db import DictConnection
-from orchestrator.mime import message_id_for
+from herald.changes import Change
+from herald.config import Settings
+from herald.db import DictConnection
+from herald.email.mime import message_id_for
 from orchestrator.routing import route
 
 

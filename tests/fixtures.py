@@ -13,10 +13,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from orchestrator.adapters.ai import FakeSummariser
-from orchestrator.adapters.mail import FakeMailer
-from orchestrator.db import connect
-from orchestrator.migrate import upgrade
+from herald.db import connect
+from herald.email.smtp import FakeMailer
+from herald.enrich.ai import FakeSummariser
+from herald.migrate import upgrade
 from tests.helpers import create_app_tables, make_settings
 
 if TYPE_CHECKING:  # for types only: the fixture imports these (importing actors sets up the broker)

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from orchestrator.config import Settings, settings_from_mapping
-from orchestrator.ledger import JobRef
+from herald.config import Settings, settings_from_mapping
+from herald.ledger import JobRef
 
 ROUTES: dict[str, Any] = {
     "mail": {"from": "Herald <herald@example.com>"},

@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 
-from orchestrator.adapters.ai import (
+from herald.enrich.ai import (
     FakeSummariser,
     OfflineSummariser,
     OpenAISummariser,
@@ -18,9 +18,9 @@ from orchestrator.adapters.ai import (
     sanitise_summary,
     summariser_from_settings,
 )
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.pii import alias_pii, unalias
-from orchestrator.prompts import MAX_PROMPT_CHARS, SYSTEM_PROMPT
+from herald.enrich.pii import alias_pii, unalias
+from herald.enrich.prompts import MAX_PROMPT_CHARS, SYSTEM_PROMPT
+from herald.errors import PermanentError, TransientError
 from tests.services.openai_server import FakeOpenAIServer
 
 CANARY_KEY = "sk-herald-canary-0123456789abcdef"

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from actors.runtime import Runtime, install
-from orchestrator import cli
-from orchestrator.adapters.ai import FakeSummariser, summariser_from_settings
-from orchestrator.adapters.mail import mailer_from_url
-from orchestrator.render import sanitize_header_text
+from herald.cli import main as cli
+from herald.email.render import sanitize_header_text
+from herald.email.smtp import mailer_from_url
+from herald.enrich.ai import FakeSummariser, summariser_from_settings
 from tests.helpers import make_settings, sql
 from tests.services import wait_until
 from tests.workers import REPO, Worker, orchestrate
@@ -234,7 +234,7 @@ recipients = ["ops@example.com", "not an address"]
 
 
 def test_an_invalid_recipient_is_refused_at_start_naming_the_route(tmp_path):
-    done = run_herald(["-m", "orchestrator.cli", "orchestrate"], BAD_RECIPIENT, tmp_path)
+    done = run_herald(["-m", "herald.cli.main", "orchestrate"], BAD_RECIPIENT, tmp_path)
     assert done.returncode == 2
     assert "route 'front-desk'" in done.stderr and "not an address" in done.stderr
 
@@ -249,7 +249,7 @@ def test_the_workers_refuse_to_start_with_an_invalid_recipient(tmp_path):
 
 def test_a_malformed_herald_toml_is_refused_naming_the_line(tmp_path):
     text = '[mail]\nfrom = "Herald <herald@example.com>"\n[[routes]\nname = "x"\n'
-    done = run_herald(["-m", "orchestrator.cli", "orchestrate"], text, tmp_path)
+    done = run_herald(["-m", "herald.cli.main", "orchestrate"], text, tmp_path)
     assert done.returncode == 2
     assert "malformed TOML" in done.stderr and "line 3" in done.stderr
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from orchestrator.breaker import CircuitBreaker, CircuitOpen, guarded
-from orchestrator.errors import PermanentError, TransientError
+from herald.breaker import CircuitBreaker, CircuitOpen, guarded
+from herald.errors import PermanentError, TransientError
 from tests.helpers import ROUTES, make_settings, sql
 from tests.services import wait_until
 from tests.workers import Worker, orchestrate
@@ -260,9 +260,9 @@ def test_a_summary_made_while_closed_ends_the_ai_breakers_run_of_failures_in_the
 
 
 def test_herald_stats_shows_a_line_per_breaker(herald_db):
+    from herald.cli.ops import format_stats
+    from herald.db import connect
     from monitoring import inspect
-    from monitoring.cli import format_stats
-    from orchestrator.db import connect
 
     open_breaker(herald_db, "smtp")
     with connect(herald_db, autocommit=True) as conn:
@@ -272,8 +272,8 @@ def test_herald_stats_shows_a_line_per_breaker(herald_db):
 
 
 def test_the_exporter_reads_the_breakers_table(herald_db):
+    from herald.db import connect
     from monitoring.exporter import read_snapshot
-    from orchestrator.db import connect
 
     open_breaker(herald_db, "smtp")
     with connect(herald_db, autocommit=True) as conn:

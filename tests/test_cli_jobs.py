@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from herald import ledger
+from herald.cli.main import main
+from herald.db import connect
+from herald.ledger import JobRef
+from herald.migrate import upgrade
 from monitoring import inspect
-from orchestrator import ledger
-from orchestrator.cli import main
-from orchestrator.db import connect
-from orchestrator.ledger import JobRef
-from orchestrator.migrate import upgrade
 
 # --- fixtures and helpers -------------------------------------------------------------------
 
@@ -384,10 +384,10 @@ def test_a_retry_whose_publishing_fails_changes_nothing(conn):
 
 
 def test_jobs_retry_command_publishes_and_refuses_clearly(conn, herald, monkeypatch):
-    import monitoring.cli
+    import herald.cli.ops
 
     publish = FakePublisher()
-    monkeypatch.setattr(monitoring.cli, "publish", publish)
+    monkeypatch.setattr(herald.cli.ops, "publish", publish)
     failed = [add_job(conn, status="failed") for _ in range(3)]
     complete = add_job(conn, status="complete")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, load_settings, settings_from_mapping
+from herald.config import ConfigError, load_settings, settings_from_mapping
 
 
 def settings(raw, **env):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.deliver import SUMMARY_OFFLINE
+from herald.email.deliver import SUMMARY_OFFLINE
 
 CHANGES = 12
 # The demo's plan for 12 changes: 8 member INSERTs (one recipient), 3 class UPDATEs (two
@@ -35,7 +35,7 @@ def herald(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedP
         if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HERALD_MAIL_FROM", "HERALD_CONFIG")
     }
     exe = shutil.which("herald")
-    command = [exe] if exe else [sys.executable, "-m", "orchestrator.cli"]
+    command = [exe] if exe else [sys.executable, "-m", "herald.cli.main"]
     return subprocess.run(
         [*command, *args],
         cwd=cwd,

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import dramatiq
 import pytest
 
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.ledger import JobRef
+from herald.errors import PermanentError, TransientError
+from herald.ledger import JobRef
 from tests.helpers import RecordingPublisher, sql
 
 
@@ -191,7 +191,7 @@ def test_a_malformed_batch_is_dead_lettered_and_the_worker_keeps_running(
 def test_past_its_time_budget_a_batch_hands_back_the_jobs_it_has_not_tried(
     herald_db, stub_pipeline
 ):
-    from orchestrator.email_batch import send_batch
+    from herald.email.batch import send_batch
 
     refs = write_email_jobs(stub_pipeline, herald_db, classes=2)
     ticks = iter([0.0, 0.0, 99.0])  # the deadline is set, job 1 starts in time, job 2 late
@@ -211,7 +211,7 @@ def test_past_its_time_budget_a_batch_hands_back_the_jobs_it_has_not_tried(
 def test_a_batch_redelivered_after_its_worker_died_resends_only_the_email_in_flight(
     herald_db, stub_pipeline
 ):
-    from orchestrator.email_batch import send_batch
+    from herald.email.batch import send_batch
 
     class Killed(BaseException):
         """Stands for the process dying in the middle of an SMTP exchange."""
@@ -245,7 +245,7 @@ def test_a_batch_redelivered_after_its_worker_died_resends_only_the_email_in_fli
 def test_with_the_smtp_circuit_open_the_first_job_is_deferred_and_the_rest_run_alone(
     herald_db, stub_pipeline
 ):
-    from orchestrator.email_batch import send_batch
+    from herald.email.batch import send_batch
 
     refs = write_email_jobs(stub_pipeline, herald_db, classes=2)
     sql(
@@ -269,9 +269,9 @@ def test_with_the_smtp_circuit_open_the_first_job_is_deferred_and_the_rest_run_a
 def test_each_job_of_a_batch_is_counted_as_a_send_email_job(herald_db, stub_pipeline):
     from prometheus_client import CollectorRegistry
 
+    from herald.email.batch import send_batch
     from monitoring import prometheus
     from monitoring.metrics import create_worker_metrics
-    from orchestrator.email_batch import send_batch
 
     registry = CollectorRegistry()
     metrics = create_worker_metrics(registry)

@@ -5,7 +5,7 @@ Each test prints its counts. Nothing here asserts on time, only on counts; timeo
 bound how long a test waits before the checker counts what is missing.
 
 Workers run as `dramatiq actors --processes 1 --threads 8` subprocesses; the orchestrator
-runs as `python -m orchestrator.cli orchestrate` (what periodiq would fire every minute),
+runs as `python -m herald.cli.main orchestrate` (what periodiq would fire every minute),
 and the sweeper's service as a subprocess (what its periodic actor would run). Every
 subprocess is killed and RabbitMQ/PostgreSQL are running again when a test ends, even
 when it fails: later tests share them.
@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import pytest
 
-from orchestrator.config import Settings, settings_from_mapping
+from herald.config import Settings, settings_from_mapping
 from tests.checker import Report, check
 from tests.helpers import sql
 from tests.services import require_service, wait_until
@@ -134,7 +134,7 @@ class Harness:
     def orchestrate(self) -> str:
         """One orchestrator run; its failure (broker or database down) is part of the test."""
         done = subprocess.run(
-            self._cli("-m", "orchestrator.cli", "orchestrate"),
+            self._cli("-m", "herald.cli.main", "orchestrate"),
             cwd=REPO,
             env=self.env,
             capture_output=True,
@@ -145,7 +145,7 @@ class Harness:
 
     def orchestrate_async(self) -> subprocess.Popen:
         proc = subprocess.Popen(
-            self._cli("-m", "orchestrator.cli", "orchestrate"),
+            self._cli("-m", "herald.cli.main", "orchestrate"),
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -563,7 +563,7 @@ def test_the_checker_counts_lost_duplicated_and_unexpected(herald_db, pool):
     """A checker that cannot fail proves nothing: feed it a log with each kind of fault."""
     from dataclasses import dataclass
 
-    from orchestrator.mime import message_id_for
+    from herald.email.mime import message_id_for
     from orchestrator.orchestrate import run_orchestrator
     from tests.helpers import RecordingPublisher
 

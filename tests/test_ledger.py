@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from orchestrator import ledger
-from orchestrator.ledger import NewJob
+from herald import ledger
+from herald.ledger import NewJob
 from tests.helpers import sql
 
 

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator.adapters.mail import (
+from herald.email.mime import build_message, message_id_for
+from herald.email.render import ChangeView, render_notification
+from herald.email.smtp import (
     FakeMailer,
     FileMailer,
     SmtpMailer,
     SmtpSettings,
     mailer_from_url,
 )
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.mime import build_message, message_id_for
-from orchestrator.render import ChangeView, render_notification
+from herald.errors import PermanentError, TransientError
 from tests.services import free_port
 from tests.services.smtp import SmtpServer
 

@@ -187,7 +187,7 @@ def test_every_known_actor_has_every_series_at_zero_before_any_message(harness: 
 
 
 def test_deliveries_and_ai_tokens_are_counted_by_the_actors_helpers(harness: Harness) -> None:
-    from orchestrator.deliver import DeliveryOutcome
+    from herald.email.deliver import DeliveryOutcome
 
     record_delivery(DeliveryOutcome("sent"))
     record_delivery(DeliveryOutcome("sent", ambiguous=True))

@@ -6,9 +6,9 @@ import re
 
 import psycopg
 
-from orchestrator import sql
-from orchestrator.db import connect
-from orchestrator.migrate import upgrade
+from herald import sql
+from herald.db import connect
+from herald.migrate import upgrade
 
 CATALOG = """
 SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type || ' '

@@ -1,4 +1,4 @@
-"""The wire form: what `orchestrator.mime` writes is what a receiver parses back."""
+"""The wire form: what `herald.email.mime` writes is what a receiver parses back."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from orchestrator.errors import PermanentError
-from orchestrator.mime import build_message
-from orchestrator.render import RenderedEmail
+from herald.email.mime import build_message
+from herald.email.render import RenderedEmail
+from herald.errors import PermanentError
 
 FROM = "herald@example.com"
 TO = "ops@example.com"

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from orchestrator.pii import alias_pii, truncate, unalias
+from herald.enrich.pii import alias_pii, truncate, unalias
 
 PII_FIELDS = ["email", "phone", "first_name", "last_name"]
 

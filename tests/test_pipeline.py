@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.ledger import JobRef
+from herald.errors import PermanentError, TransientError
+from herald.ledger import JobRef
 from tests.helpers import sql
 
 
@@ -59,7 +59,7 @@ def test_an_update_on_a_two_recipient_route_sends_one_email_to_each(herald_db, s
 
 def test_a_message_seen_twice_sends_nothing_the_second_time(herald_db, stub_pipeline):
     from actors.publish import message_for
-    from orchestrator.ledger import JobRef
+    from herald.ledger import JobRef
 
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
     sql(herald_db, "UPDATE classes SET seats = 12")
@@ -144,7 +144,7 @@ def test_when_the_ai_fails_for_good_the_email_goes_out_marked_summary_unavailabl
 def test_a_value_the_template_cannot_render_fails_that_job_and_the_rest_are_sent(
     herald_db, stub_pipeline, monkeypatch
 ):
-    import orchestrator.deliver as deliver
+    import herald.email.deliver as deliver
 
     real = deliver.render_notification
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from orchestrator import ratelimit
-from orchestrator.ratelimit import RateLimiter, Throttled
+from herald import ratelimit
+from herald.ratelimit import RateLimiter, Throttled
 from tests.helpers import ROUTES, make_settings, sql
 from tests.services import ServiceUnavailable, require_service
 from tests.services.smtp import SmtpServer

@@ -1,5 +1,5 @@
 """Rendering notifications: what an email shows, how big it gets, and what reaches a header
-(written by `orchestrator.mime`, checked here as a receiver parses it)."""
+(written by `herald.email.mime`, checked here as a receiver parses it)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
-from orchestrator import render
-from orchestrator.errors import PermanentError
-from orchestrator.mime import build_message, message_id_for
-from orchestrator.render import (
+from herald.email import render
+from herald.email.mime import build_message, message_id_for
+from herald.email.render import (
     ChangeView,
     FieldChange,
     RenderedEmail,
     render_notification,
 )
+from herald.errors import PermanentError
 
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 FROM = "Herald <herald@example.com>"

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator import cli
-from orchestrator.db import connect
-from orchestrator.retention import parse_age, purge
+from herald.cli import main as cli
+from herald.db import connect
+from herald.retention import parse_age, purge
 from tests.helpers import sql
 
 FINISHED = ("complete", "canceled", "superseded")

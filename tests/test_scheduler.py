@@ -12,7 +12,7 @@ import pendulum
 import pytest
 from dramatiq import Message
 
-from orchestrator.config import DEFAULT_RETRIES
+from herald.config import DEFAULT_RETRIES
 from tests.helpers import sql
 from tests.workers import HERALD_TOML, REPO, Worker
 

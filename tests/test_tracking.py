@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.db import connect
-from orchestrator.errors import PermanentError
-from orchestrator.tracking import track
+from herald.db import connect
+from herald.errors import PermanentError
+from herald.tracking import track
 from tests.helpers import sql
 
 pytestmark = pytest.mark.usefixtures("herald_db")
@@ -65,7 +65,7 @@ def test_a_missing_table_is_named(herald_db):
 
 
 def test_herald_track_command_attaches_the_trigger(herald_db, monkeypatch, capsys):
-    from orchestrator.cli import main
+    from herald.cli.main import main
 
     sql(herald_db, "CREATE TABLE rooms (id int PRIMARY KEY, name text)")
     monkeypatch.setenv("HERALD_DATABASE_URL", herald_db)

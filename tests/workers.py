@@ -102,7 +102,7 @@ class Worker:
 
 def orchestrate(env) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "orchestrate"],
+        [sys.executable, "-m", "herald.cli.main", "orchestrate"],
         cwd=REPO,
         env=env,
         capture_output=True,

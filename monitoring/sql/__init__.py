@@ -2,7 +2,7 @@
 
 from importlib import resources
 
-from orchestrator.sql import parse_queries
+from herald.sql import parse_queries
 
 queries = parse_queries(resources.files(__package__).joinpath("inspect.sql").read_text("utf-8"))
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.changes import Change
-from orchestrator.db import DictConnection, DictRow
-from orchestrator.sql import queries
+from herald.changes import Change
+from herald.db import DictConnection, DictRow
+from herald.sql import queries
 
 #: Actor name -> queue name, for every actor that has ledger rows.
 ACTOR_QUEUES = {"enrich": "enrich", "send_email": "email"}

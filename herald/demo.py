@@ -5,7 +5,7 @@ small sample application whose changes Herald tracks, Dramatiq's StubBroker with
 in-process worker, and a FileMailer writing `.eml` files. The real orchestrate,
 enrich and send_email actors run unchanged: only the adapters are local.
 
-Import this module only after HERALD_BROKER_URL is `stub://` (`orchestrator.cli.cmd_demo`
+Import this module only after HERALD_BROKER_URL is `stub://` (`herald.cli.main.cmd_demo`
 sees to it): `actors` binds its broker when first imported.
 """
 
@@ -33,12 +33,12 @@ from psycopg_pool import ConnectionPool
 import actors
 from actors import runtime
 from actors.orchestrate import orchestrate
-from orchestrator import db
-from orchestrator.adapters.ai import summariser_from_settings
-from orchestrator.adapters.mail import FileMailer
-from orchestrator.config import Settings, settings_from_mapping
-from orchestrator.db import connect
-from orchestrator.migrate import upgrade
+from herald import db
+from herald.config import Settings, settings_from_mapping
+from herald.db import connect
+from herald.email.smtp import FileMailer
+from herald.enrich.ai import summariser_from_settings
+from herald.migrate import upgrade
 
 MEMBER_RECIPIENT = "membership@demo.invalid"
 CLASS_RECIPIENTS = ("coach@demo.invalid", "front-desk@demo.invalid")

@@ -34,11 +34,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db
-from orchestrator.config import Settings
-from orchestrator.errors import TransientError
-from orchestrator.ratelimit import Postponed, RateLimiter, Throttled, limiter_for
-from orchestrator.sql import queries
+from herald import db
+from herald.config import Settings
+from herald.errors import TransientError
+from herald.ratelimit import Postponed, RateLimiter, Throttled, limiter_for
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.adapters.ai import Summariser, Summary
-from orchestrator.breaker import CircuitOpen, guarded
-from orchestrator.changes import Change
-from orchestrator.config import Settings
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.ledger import JobRef, NewJob
-from orchestrator.pii import alias_pii
-from orchestrator.sql import queries
+from herald import db, ledger
+from herald.breaker import CircuitOpen, guarded
+from herald.changes import Change
+from herald.config import Settings
+from herald.enrich.ai import Summariser, Summary
+from herald.enrich.pii import alias_pii
+from herald.errors import PermanentError, TransientError
+from herald.ledger import JobRef, NewJob
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
--- Every query Herald's services run, loaded by name (orchestrator/sql/__init__.py).
+-- Every query Herald's services run, loaded by name (herald/sql/__init__.py).
 
 -- name: lock_changes
 -- Lock up to %(limit)s unclaimed changes for this batch's transaction without writing them

@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db
-from orchestrator.config import Settings
-from orchestrator.errors import HeraldError
-from orchestrator.sql import queries
+from herald import db
+from herald.config import Settings
+from herald.errors import HeraldError
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

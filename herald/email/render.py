@@ -3,7 +3,7 @@
 Row values are hostile input: any JSON, any size, any characters. Everything a
 template shows is prepared here first (formatted, truncated, control characters
 made visible), so templates stay dumb and a 10 MB value still renders a small
-email. Anything that reaches a header is sanitised here; `orchestrator.mime` then
+email. Anything that reaches a header is sanitised here; `herald.email.mime` then
 writes the message and checks its headers as serialised bytes.
 """
 
@@ -27,7 +27,7 @@ from jinja2 import (
     select_autoescape,
 )
 
-from orchestrator.errors import PermanentError
+from herald.errors import PermanentError
 
 __all__ = [
     "MAX_CHANGES",
@@ -295,7 +295,7 @@ def _env() -> Environment:
     global _environment
     if _environment is None:
         _environment = Environment(
-            loader=PackageLoader("orchestrator", "templates"),
+            loader=PackageLoader("herald.email", "templates"),
             auto_reload=False,  # templates ship with the code: no stat() per email
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=StrictUndefined,

@@ -1,4 +1,4 @@
--- Retention: `herald jobs purge` and the periodic purge actor (orchestrator/retention.py).
+-- Retention: `herald jobs purge` and the periodic purge actor (herald/retention.py).
 -- Every statement removes at most %(limit)s rows of its kind and runs in its own short
 -- transaction; rows another transaction holds are skipped (SKIP LOCKED), never waited for.
 

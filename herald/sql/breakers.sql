@@ -1,5 +1,5 @@
--- Circuit breakers, rate limits and deferrals (orchestrator/breaker.py,
--- orchestrator/ratelimit.py, actors/deferral.py), loaded by name with queries.sql.
+-- Circuit breakers, rate limits and deferrals (herald/breaker.py,
+-- herald/ratelimit.py, actors/deferral.py), loaded by name with queries.sql.
 
 -- name: breaker_state
 SELECT breaker, state, consecutive_failures, opened_at, next_probe_at, last_error, updated_at,

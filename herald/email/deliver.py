@@ -19,17 +19,17 @@ from email.utils import parseaddr
 
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.adapters.mail import Mailer
-from orchestrator.breaker import Call, guarded
-from orchestrator.config import Settings
-from orchestrator.enrich import load_notification
-from orchestrator.errors import PermanentError, TransientError
-from orchestrator.mime import build_message, message_id_for
-from orchestrator.pii import unalias
-from orchestrator.ratelimit import limiter_for
-from orchestrator.render import ChangeView, render_notification
-from orchestrator.sql import queries
+from herald import db, ledger
+from herald.breaker import Call, guarded
+from herald.config import Settings
+from herald.email.mime import build_message, message_id_for
+from herald.email.render import ChangeView, render_notification
+from herald.email.smtp import Mailer
+from herald.enrich.pii import unalias
+from herald.enrich.step import load_notification
+from herald.errors import PermanentError, TransientError
+from herald.ratelimit import limiter_for
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

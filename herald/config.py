@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from orchestrator.mime import FORBIDDEN_IN_HEADERS
+from herald.email.mime import FORBIDDEN_IN_HEADERS
 
 PRIORITIES = ("urgent", "normal", "low")
 MODES = ("immediate", "digest")
@@ -238,7 +238,7 @@ class OrchestratorSettings:
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    """`[breakers]`, for both the smtp and the ai breaker (orchestrator/breaker.py).
+    """`[breakers]`, for both the smtp and the ai breaker (herald/breaker.py).
 
     `failure_threshold` transient failures in a row open a breaker (0: no breakers); it
     stays open `reset_seconds`, then lets one probe through per period. With the ai
@@ -253,7 +253,7 @@ class BreakerSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """`[limits]`: global rate limits across every worker (orchestrator/ratelimit.py);
+    """`[limits]`: global rate limits across every worker (herald/ratelimit.py);
     unset means unlimited."""
 
     ai_requests_per_minute: float | None = None

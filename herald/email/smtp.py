@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from orchestrator.errors import HeraldError, PermanentError, TransientError
-from orchestrator.mime import FORBIDDEN_IN_HEADERS
+from herald.email.mime import FORBIDDEN_IN_HEADERS
+from herald.errors import HeraldError, PermanentError, TransientError
 
 __all__ = [
     "FakeMailer",
@@ -241,7 +241,7 @@ class SmtpMailer:
             _quietly_close(conn)
 
     def send(self, message: bytes, *, from_addr: str, to_addrs: Sequence[str]) -> None:
-        """Send the message (as `orchestrator.mime` wrote it) to exactly ``to_addrs``.
+        """Send the message (as `herald.email.mime` wrote it) to exactly ``to_addrs``.
 
         Raises Transient/PermanentError on failure.
 

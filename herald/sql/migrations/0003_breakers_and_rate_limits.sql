@@ -1,5 +1,5 @@
 -- Herald 0.3: circuit breakers and global rate limits, shared by every worker process on
--- every machine (orchestrator/breaker.py, orchestrator/ratelimit.py).
+-- every machine (herald/breaker.py, herald/ratelimit.py).
 
 -- One row per external dependency (smtp, ai). `open` is what the exporter exports as
 -- herald_circuit_breaker_open{breaker}: true while calls are refused (open, and half_open

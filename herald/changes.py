@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestrator.errors import PermanentError
+from herald.errors import PermanentError
 
 #: Changes bigger than this (old and new row, as JSON) are refused with a clear error
 #: rather than rendered or sent to the AI: a runaway row must not stall a worker.

@@ -1,6 +1,6 @@
 """Short summaries of changes: the ``Summariser`` interface, the real client and its fakes.
 
-Every summariser receives changes that are *already aliased* (``orchestrator.pii``) and
+Every summariser receives changes that are *already aliased* (``herald.enrich.pii``) and
 returns text that may still contain aliases; the caller puts the real values back.
 
 ``OpenAISummariser`` talks Chat Completions, so any OpenAI-compatible server works (Azure,
@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import openai
 from openai.types.chat import ChatCompletion
 
-from orchestrator.errors import HeraldError, PermanentError, TransientError
-from orchestrator.pii import EMAIL_PATTERN
-from orchestrator.prompts import SYSTEM_PROMPT, changes_message
+from herald.enrich.pii import EMAIL_PATTERN
+from herald.enrich.prompts import SYSTEM_PROMPT, changes_message
+from herald.errors import HeraldError, PermanentError, TransientError
 
 __all__ = [
     "MAX_SUMMARY_CHARS",

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from orchestrator import sql
+from herald import sql
 
 #: Advisory-lock key serialising concurrent `herald db upgrade` runs ("herald" in ASCII).
 MIGRATION_LOCK_KEY = 0x686572616C64

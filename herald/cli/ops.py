@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from herald.ledger import STATUSES, JobRef
 from monitoring import inspect
-from orchestrator.ledger import STATUSES, JobRef
 
 #: Longest text shown in a table cell (`--json` and `jobs show` print everything).
 MAX_CELL = 48
@@ -39,8 +39,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _connect(*, autocommit: bool = True) -> Any:
-    from orchestrator.config import load_settings
-    from orchestrator.db import connect
+    from herald.config import load_settings
+    from herald.db import connect
 
     return connect(load_settings().database_url, autocommit=autocommit)
 
@@ -358,7 +358,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 
 def _age(text: str) -> Any:
-    from orchestrator.retention import parse_age
+    from herald.retention import parse_age
 
     try:
         return parse_age(text)
@@ -367,7 +367,7 @@ def _age(text: str) -> Any:
 
 
 def cmd_jobs_purge(args: argparse.Namespace) -> int:
-    from orchestrator.retention import purge
+    from herald.retention import purge
 
     with _connect() as conn:
         report = purge(
@@ -526,9 +526,9 @@ def cmd_metrics_serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from herald.config import load_settings
     from monitoring.exporter import serve
     from monitoring.metrics import DEFAULT_METRICS_HOST
-    from orchestrator.config import load_settings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

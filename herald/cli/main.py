@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from orchestrator.config import ConfigError, load_settings
+from herald.config import ConfigError, load_settings
 
 
 def _settings():
@@ -16,8 +16,8 @@ def _settings():
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from orchestrator.db import connect
-    from orchestrator.migrate import upgrade
+    from herald.db import connect
+    from herald.migrate import upgrade
 
     with connect(_settings().database_url) as conn:
         applied = upgrade(conn)
@@ -26,8 +26,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from orchestrator.db import connect
-    from orchestrator.tracking import track
+    from herald.db import connect
+    from herald.tracking import track
 
     with connect(_settings().database_url) as conn:
         track(conn, args.table)
@@ -69,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The demo brings its own routes: a herald.toml in the current directory must not
     # break importing the actors (which read settings at import).
     os.environ["HERALD_CONFIG"] = os.devnull
-    from actors.demo import DemoError, run_demo
+    from herald.demo import DemoError, run_demo
 
     try:
         return run_demo(out=args.out, changes=args.changes, started=started)
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     orch.add_argument("--json", action="store_true")
     orch.set_defaults(func=cmd_orchestrate)
 
-    from monitoring.cli import add_commands
+    from herald.cli.ops import add_commands
 
     add_commands(sub)
     return parser

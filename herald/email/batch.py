@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db, ledger
-from orchestrator.adapters.mail import Mailer
-from orchestrator.config import Settings
-from orchestrator.deliver import DeliveryOutcome, send_notification_email
-from orchestrator.errors import PermanentError
-from orchestrator.ledger import JobRef, describe
-from orchestrator.ratelimit import Postponed
-from orchestrator.sql import queries
+from herald import db, ledger
+from herald.config import Settings
+from herald.email.deliver import DeliveryOutcome, send_notification_email
+from herald.email.smtp import Mailer
+from herald.errors import PermanentError
+from herald.ledger import JobRef, describe
+from herald.ratelimit import Postponed
+from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 

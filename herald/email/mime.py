@@ -32,8 +32,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from email.headerregistry import Address, HeaderRegistry
 
-from orchestrator.errors import PermanentError
-from orchestrator.render import RenderedEmail
+from herald.email.render import RenderedEmail
+from herald.errors import PermanentError
 
 __all__ = ["build_message", "message_id_for", "parse_address", "reject_line_breaks"]
 

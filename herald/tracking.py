@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from orchestrator.errors import PermanentError
-from orchestrator.sql import queries
+from herald.errors import PermanentError
+from herald.sql import queries
 
 
 def track(conn: psycopg.Connection, table: str) -> None:

@@ -28,9 +28,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from orchestrator import db
-from orchestrator.db import DictConnection
-from orchestrator.sql import queries
+from herald import db
+from herald.db import DictConnection
+from herald.sql import queries
 
 #: Statuses of finished jobs the purge removes; `failed` only on request.
 FINISHED = ("complete", "canceled", "superseded")
