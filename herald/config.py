@@ -300,6 +300,45 @@ def _limits(raw: Mapping[str, Any]) -> LimitSettings:
     )
 
 
+#: `herald serve`'s defaults: loopback only unless configured.
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8080
+#: Roles of HERALD_API_TOKENS: a viewer reads; an operator also retries, cancels and sends.
+API_ROLES = ("viewer", "operator")
+MIN_API_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One HERALD_API_TOKENS entry; the token never appears in a repr or an error."""
+
+    role: str
+    token: str = field(repr=False)
+
+
+def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
+    """`viewer:TOKEN,operator:TOKEN,...` (several per role allowed); errors name the entry
+    by its position, never by its text (it may hold a token)."""
+    tokens: list[ApiToken] = []
+    entries = [e.strip() for e in text.split(",")]
+    for index, entry in enumerate((e for e in entries if e), start=1):
+        role, sep, token = (part.strip() for part in entry.partition(":"))
+        if not sep or role not in API_ROLES:
+            raise ConfigError(
+                f"HERALD_API_TOKENS: entry {index} must be ROLE:TOKEN with ROLE one of "
+                f"{', '.join(API_ROLES)}"
+            )
+        if len(token) < MIN_API_TOKEN_CHARS:
+            raise ConfigError(
+                f"HERALD_API_TOKENS: entry {index} ({role}): the token is shorter than "
+                f"{MIN_API_TOKEN_CHARS} characters"
+            )
+        if any(t.token == token for t in tokens):
+            raise ConfigError(f"HERALD_API_TOKENS: entry {index} repeats an earlier token")
+        tokens.append(ApiToken(role, token))
+    return tuple(tokens)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -320,6 +359,10 @@ class Settings:
     retries: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRIES))
     retention: RetentionSettings = RetentionSettings()
     config_path: str | None = None
+    #: `herald serve`: HERALD_API_HOST, HERALD_API_PORT and HERALD_API_TOKENS.
+    api_host: str = DEFAULT_API_HOST
+    api_port: int = DEFAULT_API_PORT
+    api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
 
     @property
     def ai_active(self) -> bool:
@@ -389,6 +432,7 @@ def settings_from_mapping(
             ),
         )
         metrics_port = int(env.get("HERALD_METRICS_PORT", "9191"))
+        api_port = int(env.get("HERALD_API_PORT") or DEFAULT_API_PORT)
     except ValueError as exc:
         raise ConfigError(f"invalid number in configuration: {exc}") from None
     if orchestrator.batch_size < 1:
@@ -418,6 +462,9 @@ def settings_from_mapping(
         retries=_retries(_section(raw, "retries")),
         retention=_retention(_section(raw, "retention")),
         config_path=config_path,
+        api_host=env.get("HERALD_API_HOST") or DEFAULT_API_HOST,
+        api_port=api_port,
+        api_tokens=parse_api_tokens(env.get("HERALD_API_TOKENS", "")),
     )
 
 

@@ -9,7 +9,7 @@ All SQL is in `monitoring/sql/inspect.sql`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,8 @@ class RetryResult:
     #: The broker took fewer messages than offered; the rest stay pending and unpublished,
     #: and the orchestrator's republisher sends them on a later run.
     publish_incomplete: bool = False
+    #: `retry_batches` stopped at its `max_jobs` with more jobs still matching.
+    more: bool = False
 
     @property
     def unpublished(self) -> int:
@@ -218,17 +220,47 @@ def retry_jobs(
         result.publish_incomplete = result.published < len(result.retried)
         return result
 
-    after = 0
+    return retry_batches(
+        conn,
+        lambda after, limit: conn.execute(
+            queries["lock_failed_batch"], {"after": after, "limit": limit}
+        ).fetchall(),
+        publish=publish,
+        batch_size=batch_size,
+    )
+
+
+#: Locks the next batch of jobs to retry after a job id (rows with id, actor, unique_key),
+#: in id order, inside the caller's transaction; SKIP LOCKED so others' jobs are passed by.
+LockBatch = Callable[[int, int], Sequence[dict[str, Any]]]
+
+
+def retry_batches(
+    conn: psycopg.Connection[Any],
+    lock_batch: LockBatch,
+    *,
+    publish: Publish,
+    batch_size: int = 500,
+    max_jobs: int | None = None,
+) -> RetryResult:
+    """Reopen and publish, batch by batch (each its own transaction), the jobs `lock_batch`
+    hands out: every failed job (`retry_jobs(failed=True)`) or those matching the HTTP API's
+    filters. A job whose work another open job already does is skipped, and of two for the
+    same work only the newest is reopened. Stops after `max_jobs` jobs were looked at (then
+    `more` is set), or when the broker took fewer messages than offered.
+    """
+    result = RetryResult()
+    after, seen = 0, 0
     while True:
+        limit = batch_size if max_jobs is None else min(batch_size, max_jobs - seen)
+        if limit <= 0:
+            result.more = bool(lock_batch(after, 1))
+            break
         with conn.transaction():
-            batch = list(
-                conn.execute(
-                    queries["lock_failed_batch"], {"after": after, "limit": batch_size}
-                ).fetchall()
-            )
+            batch = list(lock_batch(after, limit))
             if not batch:
                 break
-            after = batch[-1]["id"]
+            after, seen = batch[-1]["id"], seen + len(batch)
             skipped: dict[int, str] = {}
             for dup in conn.execute(
                 queries["open_duplicates"], {"ids": [r["id"] for r in batch]}
@@ -237,7 +269,7 @@ def retry_jobs(
                     dup["job_id"],
                     _duplicate_reason(dup["job_id"], dup["open_id"], dup["open_status"]),
                 )
-            # Two failed jobs for the same work: reopen the newest only.
+            # Two jobs for the same work: reopen the newest only.
             newest: dict[tuple[str, str], int] = {}
             for r in batch:
                 if r["id"] in skipped or r["unique_key"] is None:
@@ -245,7 +277,7 @@ def retry_jobs(
                 key = (r["actor"], r["unique_key"])
                 if key in newest:
                     skipped[newest[key]] = (
-                        f"job {newest[key]}: newer failed job {r['id']} "
+                        f"job {newest[key]}: newer job {r['id']} "
                         "for the same work is retried instead"
                     )
                 newest[key] = r["id"]
@@ -263,8 +295,10 @@ def retry_jobs(
 # -- canceling -----------------------------------------------------------------------------
 
 
-def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> str:
+def cancel_job(conn: psycopg.Connection[Any], job_id: int, *, only_pending: bool = False) -> str:
     """Cancel an open job; returns the status it had (`pending` or `running`).
+
+    `only_pending` (the HTTP API): a running job is refused, its attempt left to finish.
 
     A pending job's message does nothing when it arrives (the ledger middleware skips jobs
     that are not open). A running job's current attempt may still finish (its effect, an
@@ -275,6 +309,11 @@ def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> str:
         if row is None:
             raise JobNotFound(job_id)
         status = row["status"]
+        if only_pending and status == "running":
+            raise Refused(
+                f"job {job_id} is running: its attempt may already be sending; "
+                "wait for it to finish (or cancel it with `herald jobs cancel`)"
+            )
         if status not in CANCELABLE:
             raise Refused(
                 {

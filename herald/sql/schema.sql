@@ -133,6 +133,9 @@ CREATE INDEX notifications_debounce_idx ON herald.notifications (debounce_key, i
     WHERE debounce_key IS NOT NULL;
 -- Retention: a change-log row is purged only when no remaining notification lists it.
 CREATE INDEX notifications_change_ids_idx ON herald.notifications USING gin (change_ids);
+-- The HTTP API's filters on route and table (0007).
+CREATE INDEX notifications_route_idx ON herald.notifications (route, id);
+CREATE INDEX notifications_table_idx ON herald.notifications (table_name, id);
 
 -- The job ledger, and the outbox: a job row is written in the same transaction as the
 -- step that decides it, and published after commit (published_at records when).
@@ -167,6 +170,10 @@ CREATE INDEX jobs_due_idx ON herald.jobs (eta) WHERE status = 'pending' AND publ
 -- Unique jobs: no two open jobs share an actor and unique key.
 CREATE UNIQUE INDEX jobs_unique_open_idx ON herald.jobs (actor, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+-- The HTTP API's job list (0007): recipient = X, and created_after / created_before /
+-- sort=created_at, each newest first from an index.
+CREATE INDEX jobs_recipient_idx ON herald.jobs (recipient, id) WHERE recipient IS NOT NULL;
+CREATE INDEX jobs_created_idx ON herald.jobs (created_at, id);
 
 CREATE TABLE herald.summaries (
     notification_id    bigint PRIMARY KEY REFERENCES herald.notifications (id) ON DELETE CASCADE,

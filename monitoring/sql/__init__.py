@@ -10,3 +10,6 @@ queries = parse_queries(resources.files(__package__).joinpath("inspect.sql").rea
 metrics_queries = parse_queries(
     resources.files(__package__).joinpath("metrics.sql").read_text("utf-8")
 )
+
+#: The HTTP API's queries (`herald serve`, through monitoring/jobs_api.py), from `api.sql`.
+api_queries = parse_queries(resources.files(__package__).joinpath("api.sql").read_text("utf-8"))
