@@ -29,4 +29,4 @@ ENV PROMETHEUS_MULTIPROC_DIR=/tmp/herald-metrics \
 
 EXPOSE 9191
 
-CMD ["dramatiq", "actors", "--processes", "2", "--threads", "8"]
+CMD ["dramatiq", "herald.worker:setup", "--processes", "2", "--threads", "8"]

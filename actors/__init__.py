@@ -1,16 +1,7 @@
-"""Herald's Dramatiq layer. `dramatiq actors` runs the workers, `periodiq actors` the scheduler.
+"""Herald's Dramatiq layer: the broker and its middleware, and one thin module per actor.
 
-The broker is set up first (from HERALD_BROKER_URL), then every actor module is
-imported so that its actor registers with it: `actors.orchestrate.orchestrate`,
-`actors.enrich.enrich`, `actors.email.send_email`, `actors.sweep.sweep`.
+Nothing is built at import. The composition root (`herald.bootstrap`) builds the broker
+(`actors.broker.build_broker`) and declares the actors on it
+(`actors.registry.declare_actors`); the worker and the scheduler start with
+`dramatiq herald.worker:setup` and `periodiq herald.worker:setup`.
 """
-
-# isort: off
-from actors.broker import broker  # must come first: the actors below register with it
-from actors import email, enrich, orchestrate, purge, sweep
-from actors import waker
-# isort: on
-
-broker.add_middleware(waker.WakerMiddleware())  # the LISTEN/NOTIFY waker (actors/waker.py)
-
-__all__ = ["broker", "email", "enrich", "orchestrate", "purge", "sweep", "waker"]

@@ -1,15 +1,15 @@
-"""The broker and its middleware, built from configuration.
+"""The broker and its middleware, built from settings by the composition root.
 
-`HERALD_BROKER_URL` picks RabbitMQ (`amqp://`, `amqps://`) with publisher
-confirms and message priorities, or Dramatiq's in-memory StubBroker
-(`stub://`, for the demo and unit tests). Middleware is listed explicitly:
-Pipelines and Callbacks are left out on purpose (the ledger does the hand-off),
-and the order matters (see Ledger's docstring).
+`HERALD_BROKER_URL` picks RabbitMQ (`amqp://`, `amqps://`) with publisher confirms and
+message priorities, or Dramatiq's in-memory StubBroker (`stub://`, for the demo and unit
+tests). Middleware is listed explicitly: Pipelines and Callbacks are left out on purpose
+(the ledger does the hand-off), and the order matters (see Ledger's docstring).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -22,18 +22,19 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 from periodiq import PeriodiqMiddleware
+from psycopg_pool import ConnectionPool
 
-from actors import runtime
+from actors.deferral import Deferrals
 from actors.ledger_middleware import Ledger
 from actors.periodic import PeriodicRetries
+from actors.pool_sizing import PoolSizing
+from herald.config import ConfigError, Settings
 from monitoring.prometheus import Prometheus
 
 #: The openai client's HTTP stack logs every request at INFO: hundreds of AI calls a
 #: second became as many log lines through Dramatiq's log pipe (a line per call, no news
 #: in it). Its warnings and errors still show; the enrich step logs its own failures.
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
-for _name in QUIET_LOGGERS:
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
 MAX_PRIORITY = 10
@@ -42,43 +43,45 @@ MAX_PRIORITY = 10
 PERIODIC_SKIP_SECONDS = 30
 
 
-def middleware() -> list[Middleware]:
-    from actors.deferral import Deferrals
-
-    settings = runtime.settings()
+def middleware(settings: Settings, pool: ConnectionPool[Any]) -> list[Middleware]:
     return [
         TimeLimit(),
         ShutdownNotifications(),
         CurrentMessage(),
+        PoolSizing(pool, configured=settings.db_pool_size),
         PeriodicRetries(),  # before periodiq: a retry is never skipped as a stale tick
         PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_SECONDS),
-        Ledger(lambda: runtime.runtime().pool),
+        Ledger(pool),
         # After Ledger, before Retries: its after-hook runs once Retries has decided
         # (message.failed), and a skip raised by Ledger or periodiq precedes its
         # before-hook. Serves nothing for the StubBroker or when HERALD_METRICS_PORT=0.
-        Prometheus(host=settings.metrics_host, port=settings.metrics_port),
+        Prometheus(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            multiproc_dir=settings.metrics_multiproc_dir,
+        ),
         Retries(),
         # After Retries: its after-hook runs before Retries' and keeps a deferral (open
         # circuit, rate limit) from spending a retry or a ledger attempt.
-        Deferrals(lambda: runtime.runtime().pool),
+        Deferrals(pool),
     ]
 
 
-def build_broker(url: str) -> dramatiq.Broker:
+def build_broker(settings: Settings, pool: ConnectionPool[Any]) -> dramatiq.Broker:
+    """The broker `settings.broker_url` names, with Herald's middleware."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    url = settings.broker_url
     if url.startswith("stub:"):
-        return StubBroker(middleware=middleware())
+        return StubBroker(middleware=middleware(settings, pool))
     if url.startswith(("amqp://", "amqps://")):
         return RabbitmqBroker(
             url=url,
             confirm_delivery=True,
             max_priority=MAX_PRIORITY,
-            middleware=middleware(),
+            middleware=middleware(settings, pool),
         )
-    raise ValueError(
-        f"HERALD_BROKER_URL: unsupported scheme in {url.split('://')[0]!r}:// "
-        "(use amqp://, amqps:// or stub://)"
+    scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+    raise ConfigError(
+        f"HERALD_BROKER_URL: unsupported scheme {scheme[:16]!r} (use amqp://, amqps:// or stub://)"
     )
-
-
-broker = build_broker(runtime.settings().broker_url)
-dramatiq.set_broker(broker)

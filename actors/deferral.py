@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,7 +75,7 @@ def deferring() -> Iterator[None]:
 class Deferrals(Middleware):
     """Keeps deferrals from spending retries or attempts. Must come AFTER Retries."""
 
-    def __init__(self, pool: Callable[[], ConnectionPool]) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
     def after_process_message(
@@ -95,7 +95,7 @@ class Deferrals(Middleware):
         job_id = job_id_of(message)
         if job_id is None or not _is_ledger(broker, message):
             return
-        with self.pool().connection() as conn:
+        with self.pool.connection() as conn:
             conn.execute(queries["job_deferred"], {"id": job_id, "reason": exception.reason})
 
 

@@ -12,51 +12,61 @@ import logging
 import dramatiq
 from dramatiq.common import compute_backoff
 
-from actors import runtime
 from actors.deferral import deferral_for, deferring
+from actors.ledger_middleware import complete, start
 from actors.options import options_for
-from actors.publish import message_for, publish
-from herald import ledger
+from actors.publish import Publisher, message_for
+from herald import db, ledger
 from herald.email.batch import BUDGET_SHARE, BatchReport, send_batch
 from herald.email.deliver import send_notification_email
 from herald.ledger import JobRef
+from herald.services import Services
 from monitoring.prometheus import record_batch, record_delivery
 
 logger = logging.getLogger(__name__)
 
-_options = options_for("send_email")
+
+def declare(
+    broker: dramatiq.Broker, services: Services, publish: Publisher
+) -> tuple[dramatiq.Actor, dramatiq.Actor]:
+    """Declare `send_email` and `send_emails` on `broker`."""
+    options = options_for(services.settings, "send_email")
+    pool, settings, mailer = services.pool, services.settings, services.mailer
+
+    @dramatiq.actor(broker=broker, ledger=True, **options)
+    def send_email(job_id: int) -> None:
+        ctx = start(pool, job_id)
+        with deferring():  # smtp circuit open or rate limit reached: put off, no retry spent
+            outcome = send_notification_email(ctx, pool, settings, mailer)
+        if not outcome.completed:
+            complete(pool, job_id)
+        record_delivery(outcome)
+
+    @dramatiq.actor(
+        broker=broker, batch_of="send_email", **{**options, "actor_name": "send_emails"}
+    )
+    def send_emails(job_ids: list[int]) -> None:
+        # The Ledger middleware rejected a malformed message before it got here.
+        budget = send_email.options["time_limit"] / 1000 * BUDGET_SHARE
+        report = send_batch(
+            pool, settings, mailer, job_ids,
+            budget_seconds=budget, may_retry=send_email.options.get("max_retries", 0) >= 1,
+        )  # fmt: skip
+        for sent in report.sent:
+            record_delivery(sent.outcome)
+        record_batch(report)
+        _retry_alone(broker, send_email, report)
+        if report.handed_back:
+            with db.connection(pool) as conn:
+                ledger.publish_and_mark(
+                    conn, report.handed_back,
+                    lambda refs: publish(refs, batch=not report.hand_back_alone),
+                )  # fmt: skip
+
+    return send_email, send_emails
 
 
-@dramatiq.actor(queue_name="email", ledger=True, **_options)
-def send_email(job_id: int) -> None:
-    rt = runtime.runtime()
-    with deferring():  # smtp circuit open or rate limit reached: put off, no retry spent
-        outcome = send_notification_email(rt.pool, rt.settings, rt.mailer, job_id)
-    record_delivery(outcome)
-
-
-@dramatiq.actor(queue_name="email", batch_of="send_email", **_options)
-def send_emails(job_ids: list[int]) -> None:
-    # The Ledger middleware rejected a malformed message before it got here.
-    rt = runtime.runtime()
-    budget = send_email.options["time_limit"] / 1000 * BUDGET_SHARE
-    report = send_batch(
-        rt.pool, rt.settings, rt.mailer, job_ids,
-        budget_seconds=budget, may_retry=send_email.options.get("max_retries", 0) >= 1,
-    )  # fmt: skip
-    for sent in report.sent:
-        record_delivery(sent.outcome)
-    record_batch(report)
-    _retry_alone(report)
-    if report.handed_back:
-        with rt.pool.connection() as conn:
-            ledger.publish_and_mark(
-                conn, report.handed_back,
-                lambda refs: publish(refs, batch=not report.hand_back_alone),
-            )  # fmt: skip
-
-
-def _retry_alone(report: BatchReport) -> None:
+def _retry_alone(broker: dramatiq.Broker, send_email: dramatiq.Actor, report: BatchReport) -> None:
     """Send each failed or deferred job of the batch as a `send_email` message of its own,
     delayed as Retries (first retry) or a deferral would. A message that cannot be sent is
     left to the sweeper: the job is pending in the ledger."""
@@ -64,16 +74,16 @@ def _retry_alone(report: BatchReport) -> None:
         # As Retries computes a first retry's backoff, from the actor's current options.
         _, backoff = compute_backoff(1, factor=send_email.options["min_backoff"],
                                      max_backoff=send_email.options["max_backoff"])  # fmt: skip
-        _send_alone(retry.ref, backoff, retries=1)
+        _send_alone(broker, retry.ref, backoff, retries=1)
     for deferral in report.deferred:
         delay = deferral_for(deferral.postponed).delay or 0
-        _send_alone(deferral.ref, delay, herald_deferrals=1)
+        _send_alone(broker, deferral.ref, delay, herald_deferrals=1)
 
 
-def _send_alone(ref: JobRef, delay: int, **options: int) -> None:
+def _send_alone(broker: dramatiq.Broker, ref: JobRef, delay: int, **options: int) -> None:
     message = message_for(ref)
     message = message.copy(options={**message.options, **options})
     try:
-        dramatiq.get_broker().enqueue(message, delay=delay)
+        broker.enqueue(message, delay=delay)
     except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
         logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)

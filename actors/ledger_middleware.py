@@ -1,20 +1,23 @@
 """Keeps the job ledger true for every actor declared with `ledger=True`.
 
-Before an attempt the job is marked running (a canceled, superseded or finished
-job's message is skipped: it does nothing when it arrives). After it, the job
-is complete, pending again (Retries will try later) or failed with its reason.
-It must sit *before* Retries in the middleware list: after-hooks run in reverse
-order, so by the time ours runs, Retries has decided whether the message failed.
+An attempt's life, in the order it happens:
+- before: a malformed message (anything but one job id) is rejected and dead-lettered;
+- the actor starts its job itself (`start`): the job is marked running and what its step
+  needs is read in one statement, and handed to the step as its `JobContext`. A canceled,
+  superseded or finished job's message is skipped: it does nothing when it arrives;
+- success: the step completed the job in its own statement, or the actor completes it;
+- failure: this middleware marks the job pending again (Retries will try later) or failed
+  with its reason. It must sit *before* Retries in the middleware list: after-hooks run in
+  reverse order, so by the time ours runs, Retries has decided whether the message failed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import dramatiq
-from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
+from dramatiq.middleware import Middleware, SkipMessage
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
@@ -40,14 +43,26 @@ def job_ids_of(message: dramatiq.Message) -> list[int] | None:
     return None
 
 
-class LedgerUnavailable(MiddlewareError):
-    """The ledger could not be reached before an attempt: the attempt fails and is retried."""
+def start(pool: ConnectionPool, job_id: int) -> ledger.JobContext:
+    """Start a ledger job in its actor: its context, or SkipMessage when it must not run."""
+    with db.autocommit(pool) as conn:
+        ctx, status = ledger.start_job(conn, job_id)
+    if ctx is None:
+        logger.info("Skipping job %d: it is %s", job_id, status or "unknown to the ledger")
+        raise SkipMessage(f"job {job_id} is {status}")
+    return ctx
+
+
+def complete(pool: ConnectionPool, job_id: int) -> None:
+    """Complete a job whose step did not complete it in its own statement."""
+    with db.autocommit(pool) as conn:
+        ledger.complete(conn, job_id)
 
 
 class Ledger(Middleware):
-    """Marks ledger jobs running, complete, pending (retrying) or failed."""
+    """Rejects malformed ledger messages; marks failed attempts pending (retrying) or failed."""
 
-    def __init__(self, pool: Callable[[], ConnectionPool]) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
     @property
@@ -63,38 +78,12 @@ class Ledger(Middleware):
         except dramatiq.errors.ActorNotFound:
             return False
 
-    def _is_ledger(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
-        return self._has(broker, message, "ledger")
-
-    def _is_batch(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
-        return self._has(broker, message, "batch_of")
-
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        if self._is_batch(broker, message):
-            # The batch actor starts and ends its jobs itself; its message must be well formed.
+        if self._has(broker, message, "batch_of"):
             if job_ids_of(message) is None:
                 self._reject(message, "expected one non-empty list of job ids")
-            return
-        if not self._is_ledger(broker, message):
-            return
-        job_id = job_id_of(message)
-        if job_id is None:
+        elif self._has(broker, message, "ledger") and job_id_of(message) is None:
             self._reject(message, "expected one job id")
-        try:
-            # One statement, one round trip: mark it running and read what the step needs.
-            with db.autocommit(self.pool()) as conn:
-                run, status = ledger.start_attempt(conn, job_id)
-        except Exception as exc:
-            # Dramatiq logs and swallows anything a before-hook raises except a MiddlewareError,
-            # then runs the actor: it would find the job not running, do nothing, and the
-            # message would be acked with the job still open (lost). Fail the attempt instead.
-            raise LedgerUnavailable(f"job {job_id}: could not mark it running: {exc}") from exc
-        if not run:
-            logger.info("Skipping job %d: it is %s", job_id, status or "unknown to the ledger")
-            raise SkipMessage(f"job {job_id} is {status}")
-        attempt = ledger.take_loaded(job_id)
-        if attempt is not None:
-            ledger.begin(attempt)  # the step reads it instead of loading the job again
 
     @staticmethod
     def _reject(message: Any, expected: str) -> NoReturn:
@@ -115,31 +104,23 @@ class Ledger(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        if not self._is_ledger(broker, message):
+        # A success was completed by the actor; only a failure is ours to record. A job
+        # that never started (the ledger unreachable) is not running: nothing changes.
+        if exception is None or not self._has(broker, message, "ledger"):
             return
         job_id = job_id_of(message)
         if job_id is None:
             return
-        attempt = ledger.end(job_id)
-        if exception is None and attempt is not None and attempt.completed:
-            return  # the step completed the job in its own transaction (e.g. with the delivery)
-        with db.autocommit(self.pool()) as conn:
-            if exception is None:
-                ledger.complete(conn, job_id)
-            elif message.failed:
+        with db.autocommit(self.pool) as conn:
+            if message.failed:
                 ledger.fail(conn, job_id, describe(exception))
             else:
                 ledger.will_retry(conn, job_id, describe(exception))
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        job_id = job_id_of(message)
-        if job_id is not None:
-            ledger.end(job_id)
-
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Only retries are enqueued with a delay: record when the next attempt is due.
-        if delay and self._is_ledger(broker, message):
+        if delay and self._has(broker, message, "ledger"):
             job_id = job_id_of(message)
             if job_id is not None:
-                with self.pool().connection() as conn:
+                with self.pool.connection() as conn:
                     ledger.delayed(conn, job_id, delay / 1000)

@@ -28,7 +28,6 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from actors import runtime
 from herald.ledger import BATCH_ACTORS, JobRef
 
 logger = logging.getLogger(__name__)
@@ -196,44 +195,40 @@ class _Channel:
         return self._acked
 
 
-_publishers: dict[int, ConfirmingPublisher] = {}
-_publishers_lock = threading.Lock()
+class Publisher:
+    """Publishes ledger jobs on one broker: `publisher(refs)` returns the ids published.
 
-
-def _publisher_for(broker: dramatiq.Broker) -> ConfirmingPublisher | None:
-    if not isinstance(broker, RabbitmqBroker) or not broker.confirm_delivery:
-        return None
-    with _publishers_lock:
-        publisher = _publishers.get(id(broker))
-        if publisher is None or publisher.broker is not broker:
-            publisher = _publishers[id(broker)] = ConfirmingPublisher(broker)
-        return publisher
-
-
-def publish(refs: Sequence[JobRef], *, batch: bool = True) -> list[int]:
-    """Enqueue the jobs' messages on the current broker; stop at the first failure.
-
-    Email jobs go out in `send_emails` batches of `[mail] batch_size` (one per priority),
-    unless `batch` is false. Jobs not published stay unpublished in the ledger and are
-    published again by a later orchestrator or sweeper run (the ledger is the outbox).
-    Returns the ids of the jobs published.
+    Stops at the first failure. Email jobs go out in `send_emails` batches of
+    `batch_size` (one per priority) unless called with `batch=False`. Jobs not published
+    stay unpublished in the ledger and are published again by a later orchestrator or
+    sweeper run (the ledger is the outbox).
     """
-    broker = dramatiq.get_broker()
-    size = runtime.settings().mail_batch_size if batch else 1
-    units = messages_for(refs, size)
-    publisher = _publisher_for(broker)
-    if publisher is not None and len(units) > 1:
-        sent = set(publisher.publish([message for message, _ in units]))
-        return [i for message, ids in units if message.message_id in sent for i in ids]
-    done: list[int] = []
-    for message, ids in units:
-        try:
-            broker.enqueue(message)
-        except Exception as exc:  # noqa: BLE001 - reported, and the outbox retries
-            logger.error("Could not publish jobs %s (%s); they will be republished", ids, exc)
-            break
-        done.extend(ids)
-    return done
+
+    def __init__(self, broker: dramatiq.Broker, *, batch_size: int) -> None:
+        self.broker = broker
+        self.batch_size = batch_size
+        confirming = isinstance(broker, RabbitmqBroker) and broker.confirm_delivery
+        self._confirming = ConfirmingPublisher(broker) if confirming else None
+
+    def __call__(self, refs: Sequence[JobRef], *, batch: bool = True) -> list[int]:
+        units = messages_for(refs, self.batch_size if batch else 1)
+        if self._confirming is not None and len(units) > 1:
+            sent = set(self._confirming.publish([message for message, _ in units]))
+            return [i for message, ids in units if message.message_id in sent for i in ids]
+        done: list[int] = []
+        for message, ids in units:
+            try:
+                self.broker.enqueue(message)
+            except Exception as exc:  # noqa: BLE001 - reported, and the outbox retries
+                logger.error("Could not publish jobs %s (%s); they will be republished", ids, exc)
+                break
+            done.extend(ids)
+        return done
+
+    def close(self) -> None:
+        """Close this thread's confirm channel (each thread that published has its own)."""
+        if self._confirming is not None:
+            self._confirming.close()
 
 
 def messages_for(

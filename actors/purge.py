@@ -13,30 +13,35 @@ from datetime import timedelta
 import dramatiq
 from periodiq import cron
 
-from actors import runtime
 from actors.options import options_for
-from herald.retention import purge as purge_service
+from herald.retention import purge as purge_finished
+from herald.services import Services
 
 logger = logging.getLogger(__name__)
 
 
-@dramatiq.actor(queue_name="maintenance", periodic=cron("23 * * * *"), **options_for("purge"))
-def purge() -> None:
-    rt = runtime.runtime()
-    retention = rt.settings.retention
-    if retention.days <= 0:
-        return
-    report = purge_service(
-        rt.pool,
-        timedelta(days=retention.days),
-        include_failed=False,
-        batch_size=retention.batch_size,
-        max_runtime=retention.max_runtime_seconds,
-    )
-    if report.total or not report.complete:
-        logger.info(
-            "Purged rows finished before %s: %s%s",
-            report.cutoff,
-            ", ".join(f"{k} {v}" for k, v in report.counts().items()),
-            "" if report.complete else " (time budget spent; the next run carries on)",
+def declare(broker: dramatiq.Broker, services: Services) -> dramatiq.Actor:
+    """Declare `purge` on `broker`, fired every hour."""
+    options = options_for(services.settings, "purge")
+
+    @dramatiq.actor(broker=broker, periodic=cron("23 * * * *"), **options)
+    def purge() -> None:
+        retention = services.settings.retention
+        if retention.days <= 0:
+            return
+        report = purge_finished(
+            services.pool,
+            timedelta(days=retention.days),
+            include_failed=False,
+            batch_size=retention.batch_size,
+            max_runtime=retention.max_runtime_seconds,
         )
+        if report.total or not report.complete:
+            logger.info(
+                "Purged rows finished before %s: %s%s",
+                report.cutoff,
+                ", ".join(f"{k} {v}" for k, v in report.counts().items()),
+                "" if report.complete else " (time budget spent; the next run carries on)",
+            )
+
+    return purge

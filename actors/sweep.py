@@ -7,22 +7,27 @@ import logging
 import dramatiq
 from periodiq import cron
 
-from actors import runtime
 from actors.options import options_for
-from actors.publish import publish
-from orchestrator.sweep import sweep as sweep_service
+from actors.publish import Publisher
+from herald.services import Services
+from orchestrator.sweep import sweep as sweep_ledger
 
 logger = logging.getLogger(__name__)
 
 
-@dramatiq.actor(queue_name="maintenance", periodic=cron("* * * * *"), **options_for("sweep"))
-def sweep() -> None:
-    rt = runtime.runtime()
-    report = sweep_service(rt.pool, rt.settings, publish)
-    if report.unpublished or report.lost_retries or report.stale_running:
-        logger.warning(
-            "Sweeper republished %d unpublished jobs, %d lost retries, %d stale running jobs",
-            report.unpublished,
-            report.lost_retries,
-            report.stale_running,
-        )
+def declare(broker: dramatiq.Broker, services: Services, publish: Publisher) -> dramatiq.Actor:
+    """Declare `sweep` on `broker`, fired every minute."""
+    options = options_for(services.settings, "sweep")
+
+    @dramatiq.actor(broker=broker, periodic=cron("* * * * *"), **options)
+    def sweep() -> None:
+        report = sweep_ledger(services.pool, services.settings, publish)
+        if report.unpublished or report.lost_retries or report.stale_running:
+            logger.warning(
+                "Sweeper republished %d unpublished jobs, %d lost retries, %d stale running jobs",
+                report.unpublished,
+                report.lost_retries,
+                report.stale_running,
+            )
+
+    return sweep

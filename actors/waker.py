@@ -1,11 +1,11 @@
 """The waker inside the workers: one worker process per machine listens for changes.
 
-Every `dramatiq actors` process competes for a lock file (per database); the one
+Every worker process competes for a lock file (per database); the one
 holding it runs `orchestrator.waker.Waker`, which sends the orchestrate actor's
 message when changes commit. The others retry the lock every few seconds, so
 the waker moves to another process if its holder dies. Only on RabbitMQ (the
-StubBroker of the demo and the tests orchestrates by hand), and
-`HERALD_WAKER=off` turns it off (periodiq alone then, once a minute).
+StubBroker of the demo and the tests orchestrates by hand); with `HERALD_WAKER=off`
+the composition root leaves it out (periodiq alone then, once a minute).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,12 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
-from actors import runtime
 from orchestrator.waker import Waker
 
 logger = logging.getLogger(__name__)
 
 #: How often a process without the lock tries to take it over.
 ELECTION_SECONDS = 5.0
-
-
-def enabled() -> bool:
-    return os.environ.get("HERALD_WAKER", "on").strip().lower() not in ("0", "off", "false", "no")
 
 
 def lock_path(database_url: str) -> Path:
@@ -45,14 +41,16 @@ def lock_path(database_url: str) -> Path:
 class WakerMiddleware(Middleware):
     """Runs the waker in the one worker process of this machine that holds the lock file."""
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str, wake: Callable[[], Any]) -> None:
+        self.database_url = database_url
+        self.wake = wake
         self.waker: Waker | None = None
         self._lock_file: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if not isinstance(broker, RabbitmqBroker) or not enabled():
+        if not isinstance(broker, RabbitmqBroker):
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._elect, name="herald-waker-election",
@@ -70,7 +68,7 @@ class WakerMiddleware(Middleware):
             self._lock_file = None
 
     def _elect(self) -> None:
-        url = runtime.settings().database_url
+        url = self.database_url
         path = lock_path(url)
         while not self._stop.is_set():
             handle = path.open("a")
@@ -81,8 +79,6 @@ class WakerMiddleware(Middleware):
                 self._stop.wait(ELECTION_SECONDS)
                 continue
             self._lock_file = handle
-            from actors.orchestrate import orchestrate
-
-            self.waker = Waker(url, orchestrate.send).start()
+            self.waker = Waker(url, self.wake).start()
             logger.info("Waker listening for changes in process %d", os.getpid())
             return

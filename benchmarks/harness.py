@@ -165,7 +165,7 @@ class WorkerGroup:
     """`dramatiq <module> --processes P --threads T [--queues ...]` in its own process group."""
 
     def __init__(self, env: dict[str, str], log: Path, *, processes: int, threads: int,
-                 module: str = "actors", queues: list[str] | None = None) -> None:  # fmt: skip
+                 module: str = "herald.worker:setup", queues: list[str] | None = None) -> None:  # fmt: skip
         self.processes = processes
         self.log_path = log
         self.log = log.open("wb")

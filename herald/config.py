@@ -17,7 +17,16 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from herald.email.mime import FORBIDDEN_IN_HEADERS
+from herald.changes import MAX_CHANGE_BYTES, MAX_CHANGE_DEPTH
+from herald.email.render import check_templates
+from herald.email.subject import SubjectTemplateError, compile_subject
+from herald.email.templating import (
+    DEFAULT_TEMPLATE,
+    Presentation,
+    TemplateProblem,
+    is_template_name,
+)
+from herald.headers import FORBIDDEN_IN_HEADERS
 
 PRIORITIES = ("urgent", "normal", "low")
 MODES = ("immediate", "digest")
@@ -32,6 +41,8 @@ DEFAULT_MAIL_FROM = "Herald <herald@localhost>"
 #: serve them all (actors/email.py). Small, so a batch stays short next to its time limit.
 DEFAULT_MAIL_BATCH_SIZE = 20
 MAX_MAIL_BATCH_SIZE = 200
+#: Highest `[limits] max_change_depth`: Python's JSON decoder raises RecursionError near 1,000.
+MAX_CHANGE_DEPTH_CEILING = 500
 
 
 class ConfigError(ValueError):
@@ -69,6 +80,15 @@ class Route:
     debounce_seconds: int = 0
     debounce_max_seconds: int | None = None
     on_ai_failure: str = "send"
+    #: More column names to alias on this route, by alias type (`{phone = ["handy"]}`),
+    #: on top of `[ai] pii_synonyms`; see herald/enrich/pii_fields.py.
+    pii_synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    #: A sandboxed Jinja2 subject (herald/email/subject.py); None: the default in words.
+    subject: str | None = None
+    #: The column that names a row in subjects and bodies; None: title, name, ..., id.
+    label_field: str | None = None
+    #: The template triplet: `<template>.subject.txt`, `.txt` and `.html`.
+    template: str = DEFAULT_TEMPLATE
 
     @property
     def debounce_window_max(self) -> int:
@@ -136,14 +156,66 @@ class Route:
             debounce_seconds=debounce,
             debounce_max_seconds=debounce_max,
             on_ai_failure=on_ai_failure,
+            pii_synonyms=_pii_synonyms(raw.get("pii_synonyms", {}), f"{where}: pii_synonyms"),
+            **_route_look(where, raw),
         )
+
+
+def _route_look(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A route's subject, label_field and template, checked: a subject template that
+    does not compile or names an unknown variable is refused here, not per email."""
+    subject = raw.get("subject")
+    if subject is not None:
+        if not isinstance(subject, str) or not subject.strip():
+            raise ConfigError(f"{where}: subject must be a non-empty Jinja2 template string")
+        try:
+            compile_subject(subject)
+        except SubjectTemplateError as exc:
+            raise ConfigError(f"{where}: subject {exc}") from None
+    label_field = raw.get("label_field")
+    if label_field is not None and (not isinstance(label_field, str) or not label_field):
+        raise ConfigError(f"{where}: label_field must be a column name, not {label_field!r}")
+    template = raw.get("template", DEFAULT_TEMPLATE)
+    if not isinstance(template, str) or not is_template_name(template):
+        raise ConfigError(
+            f"{where}: template {template!r} is not a template name (a-z, 0-9, _ and -; "
+            "its files are <name>.subject.txt, <name>.txt and <name>.html)"
+        )
+    return {"subject": subject, "label_field": label_field, "template": template}
+
+
+def _column_names(value: Any, where: str) -> tuple[str, ...]:
+    """A list of column names, each a non-empty string of at most 128 characters."""
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and v.strip() and len(v) <= 128 for v in value
+    ):
+        raise ConfigError(
+            f"{where} must be a list of column names (non-empty strings), not {value!r:.80}"
+        )
+    return tuple(v.strip() for v in value)
+
+
+def _pii_synonyms(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """`{alias type = [column names]}`: more columns whose values are aliased."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f'{where} must be a table of lists, e.g. {{ phone = ["handy", "telefon"] }}'
+        )
+    return {
+        _column_names([kind], where)[0]: _column_names(names, f"{where}.{kind}")
+        for kind, names in value.items()
+    }
 
 
 @dataclass(frozen=True)
 class AISettings:
     enabled: bool = True
     model: str = "gpt-4o-mini"
+    #: Columns whose values are aliased, in any form (firstName, FIRST-NAME), with the
+    #: shipped synonyms of each (surname for last_name): herald/enrich/pii_fields.py.
     pii_fields: tuple[str, ...] = ("email", "phone", "first_name", "last_name")
+    #: More column names to alias, by alias type: `{ phone = ["handy"] }`.
+    pii_synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     timeout_seconds: float = 20.0
     max_retries: int = 0  # the client's own retries; Dramatiq's Retries owns retrying
 
@@ -234,6 +306,9 @@ class OrchestratorSettings:
     batch_size: int = 50
     max_runtime_seconds: float = 90.0
     republish_after_seconds: float = 30.0
+    #: Changes one debounced notification lists at most; past it a new notification starts
+    #: (no change is dropped). 100: what one email lists (herald/email/render.py).
+    max_changes_per_notification: int = 100
 
 
 @dataclass(frozen=True)
@@ -253,11 +328,14 @@ class BreakerSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """`[limits]`: global rate limits across every worker (herald/ratelimit.py);
-    unset means unlimited."""
+    """`[limits]`: global rate limits across every worker (herald/ratelimit.py), unset
+    means unlimited; and how large (bytes of JSON text) and how deeply nested a change may
+    be: one over either is failed unloaded (orchestrator/claim.py)."""
 
     ai_requests_per_minute: float | None = None
     emails_per_second: float | None = None
+    max_change_bytes: int = MAX_CHANGE_BYTES
+    max_change_depth: int = MAX_CHANGE_DEPTH
 
 
 def _number(value: Any, where: str, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -295,9 +373,21 @@ def _limits(raw: Mapping[str, Any]) -> LimitSettings:
     unknown = set(raw) - set(LimitSettings.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"[limits]: unknown option(s) {', '.join(sorted(unknown))}")
-    return LimitSettings(
-        **{k: float(_number(v, f"[limits] {k}", strict=True)) for k, v in raw.items()}
-    )
+    rates = {
+        k: float(_number(raw[k], f"[limits] {k}", strict=True))
+        for k in ("ai_requests_per_minute", "emails_per_second")
+        if k in raw
+    }
+    max_bytes = raw.get("max_change_bytes", MAX_CHANGE_BYTES)
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise ConfigError("[limits] max_change_bytes must be a positive integer")
+    max_depth = raw.get("max_change_depth", MAX_CHANGE_DEPTH)
+    if type(max_depth) is not int or not 1 <= max_depth <= MAX_CHANGE_DEPTH_CEILING:
+        raise ConfigError(
+            f"[limits] max_change_depth must be an integer from 1 to {MAX_CHANGE_DEPTH_CEILING} "
+            "(Python's JSON decoder recurses once per level)"
+        )
+    return LimitSettings(**rates, max_change_bytes=max_bytes, max_change_depth=max_depth)
 
 
 #: `herald serve`'s defaults: loopback only unless configured.
@@ -347,8 +437,19 @@ class Settings:
     mail_from: str = DEFAULT_MAIL_FROM
     #: `[mail] batch_size`: email jobs per `send_emails` message (1: one message per job).
     mail_batch_size: int = DEFAULT_MAIL_BATCH_SIZE
+    #: `[mail] templates_dir`, absolute: templates there override the packaged ones.
+    mail_templates_dir: str | None = None
     metrics_port: int = 9191
     metrics_host: str = "127.0.0.1"
+    #: `herald metrics serve`'s port: HERALD_EXPORTER_PORT, else HERALD_METRICS_PORT, else 9192.
+    exporter_port: int = 9192
+    #: Where worker processes keep their metric files (PROMETHEUS_MULTIPROC_DIR; None: a
+    #: folder per port under the system's temporary directory).
+    metrics_multiproc_dir: str | None = None
+    #: HERALD_DB_POOL_SIZE; None: sized to the worker's threads when it boots.
+    db_pool_size: int | None = None
+    #: HERALD_WAKER: the LISTEN/NOTIFY waker in the workers (off: periodiq alone).
+    waker: bool = True
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     ai: AISettings = AISettings()
@@ -368,6 +469,28 @@ class Settings:
     def ai_active(self) -> bool:
         """The model is asked only when AI is enabled *and* a key is configured."""
         return self.ai.enabled and bool(self.openai_api_key)
+
+    def pii_synonyms_for(self, route: str | None) -> dict[str, tuple[str, ...]]:
+        """`[ai] pii_synonyms` with those of the route named ``route`` added (a route since
+        removed from the configuration: `[ai]`'s alone), for `alias_pii(synonyms=...)`."""
+        merged = {kind: tuple(names) for kind, names in self.ai.pii_synonyms.items()}
+        found = next((r for r in self.routes if r.name == route), None)
+        for kind, names in (found.pii_synonyms if found else {}).items():
+            merged[kind] = merged.get(kind, ()) + tuple(names)
+        return merged
+
+    def presentation(self, route: str) -> Presentation:
+        """How the emails of the route named ``route`` are written (a route since removed
+        from the configuration: the defaults), for `render_notification`."""
+        found = next((r for r in self.routes if r.name == route), None)
+        if found is None:
+            return Presentation(templates_dir=self.mail_templates_dir)
+        return Presentation(
+            template=found.template,
+            subject=found.subject,
+            label_field=found.label_field,
+            templates_dir=self.mail_templates_dir,
+        )
 
     @property
     def mail_domain(self) -> str:
@@ -393,6 +516,31 @@ def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+def _templates_dir(value: Any, routes: tuple[Route, ...], config_path: str | None) -> str | None:
+    """`[mail] templates_dir` made absolute (a relative path is read from herald.toml's
+    folder), with every template the routes use checked now: a missing or broken one
+    stops the start, not each email."""
+    folder = None
+    if value is not None:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"[mail] templates_dir must be a folder path, not {value!r}")
+        base = Path(config_path).parent if config_path else Path.cwd()
+        folder = str((base / Path(value).expanduser()).resolve())
+        try:
+            check_templates([], folder)
+        except TemplateProblem as exc:
+            raise ConfigError(f"[mail] templates_dir: {exc}") from None
+    for name in dict.fromkeys(r.template for r in routes):
+        if folder is None and name == DEFAULT_TEMPLATE:
+            continue  # the packaged template, tested with the code
+        try:
+            check_templates([name], folder)
+        except TemplateProblem as exc:
+            route = next(r.name for r in routes if r.template == name)
+            raise ConfigError(f"route {route!r}: {exc}") from None
+    return folder
+
+
 def settings_from_mapping(
     raw: Mapping[str, Any], env: Mapping[str, str], *, config_path: str | None = None
 ) -> Settings:
@@ -411,13 +559,13 @@ def settings_from_mapping(
     mail_from = env.get("HERALD_MAIL_FROM") or mail.get("from") or DEFAULT_MAIL_FROM
     parse_address(mail_from, where="HERALD_MAIL_FROM / [mail] from")
 
-    pii = ai_raw.get("pii_fields", AISettings.pii_fields)
-    if not isinstance(pii, list | tuple) or not all(isinstance(f, str) for f in pii):
-        raise ConfigError("[ai] pii_fields must be a list of column names")
     ai = AISettings(
         enabled=bool(ai_raw.get("enabled", True)),
         model=str(ai_raw.get("model", AISettings.model)),
-        pii_fields=tuple(pii),
+        pii_fields=_column_names(
+            ai_raw.get("pii_fields", AISettings.pii_fields), "[ai] pii_fields"
+        ),
+        pii_synonyms=_pii_synonyms(ai_raw.get("pii_synonyms", {}), "[ai] pii_synonyms"),
         timeout_seconds=float(ai_raw.get("timeout_seconds", AISettings.timeout_seconds)),
         max_retries=int(ai_raw.get("max_retries", AISettings.max_retries)),
     )
@@ -430,19 +578,33 @@ def settings_from_mapping(
             republish_after_seconds=float(
                 orch.get("republish_after_seconds", OrchestratorSettings.republish_after_seconds)
             ),
+            max_changes_per_notification=int(
+                orch.get(
+                    "max_changes_per_notification",
+                    OrchestratorSettings.max_changes_per_notification,
+                )
+            ),
         )
         metrics_port = int(env.get("HERALD_METRICS_PORT", "9191"))
         api_port = int(env.get("HERALD_API_PORT") or DEFAULT_API_PORT)
+        exporter_port = int(
+            env.get("HERALD_EXPORTER_PORT") or env.get("HERALD_METRICS_PORT") or "9192"
+        )
+        pool_size = env.get("HERALD_DB_POOL_SIZE")
+        db_pool_size = int(pool_size) if pool_size else None
     except ValueError as exc:
         raise ConfigError(f"invalid number in configuration: {exc}") from None
     if orchestrator.batch_size < 1:
         raise ConfigError("[orchestrator] batch_size must be at least 1")
+    if orchestrator.max_changes_per_notification < 1:
+        raise ConfigError("[orchestrator] max_changes_per_notification must be at least 1")
     mail_batch_size = mail.get("batch_size", DEFAULT_MAIL_BATCH_SIZE)
     if type(mail_batch_size) is not int or not 1 <= mail_batch_size <= MAX_MAIL_BATCH_SIZE:
         raise ConfigError(
             f"[mail] batch_size must be an integer from 1 to {MAX_MAIL_BATCH_SIZE}, "
             f"not {mail_batch_size!r}"
         )
+    templates_dir = _templates_dir(mail.get("templates_dir"), routes, config_path)
 
     return Settings(
         database_url=env.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -450,8 +612,13 @@ def settings_from_mapping(
         smtp_url=env.get("HERALD_SMTP_URL", DEFAULT_SMTP_URL),
         mail_from=mail_from,
         mail_batch_size=mail_batch_size,
+        mail_templates_dir=templates_dir,
         metrics_port=metrics_port,
         metrics_host=env.get("HERALD_METRICS_HOST", "127.0.0.1"),
+        exporter_port=exporter_port,
+        metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        db_pool_size=db_pool_size,
+        waker=env.get("HERALD_WAKER", "on").strip().lower() not in ("0", "off", "false", "no"),
         openai_api_key=env.get("OPENAI_API_KEY") or None,
         openai_base_url=env.get("OPENAI_BASE_URL") or None,
         ai=ai,

@@ -1,15 +1,13 @@
-"""Connections to PostgreSQL: one pool per process, created on first use.
+"""Connections to PostgreSQL: how pools and single connections are made.
 
-Every service takes a connection (or the pool) as an argument; this module only
-knows how to make them. Rows come back as dicts so services read as the domain.
+Every service takes a connection (or the pool) as an argument; this module only knows
+how to make them, and the composition root (`herald.bootstrap`) decides when. Rows come
+back as dicts so services read as the domain.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,57 +24,42 @@ DictRow = dict[str, Any]
 #: and `autocommit` give a `DictConnection`.
 DictConnection = psycopg.Connection[DictRow]
 
-_pools: dict[str, ConnectionPool[DictConnection]] = {}
-_lock = threading.Lock()
-
-
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """A single connection, for CLI commands and tests (a `DictConnection`, typed loosely
     so it also passes where a bare `psycopg.Connection` is expected)."""
     return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)
 
 
-def default_pool_size() -> int:
-    """`HERALD_DB_POOL_SIZE`, else enough for every worker thread plus a few.
+#: Connections a pool opens at most before the worker says how many threads it runs.
+DEFAULT_POOL_SIZE = 16
+
+
+def pool_size_for(threads: int) -> int:
+    """Enough connections for every worker thread plus a few.
 
     A job may hold one connection while it checks out another (the email step keeps its
     delivery lock's connection while the SMTP breaker reads its state): a pool no larger
     than the thread count can then deadlock until the pool times out (30 s). With more
     connections than threads, some thread can always finish.
     """
-    configured = os.environ.get("HERALD_DB_POOL_SIZE")
-    if configured:
-        return int(configured)
-    threads = 8  # Dramatiq's default
-    argv = sys.argv
-    for flag in ("--threads", "-t"):
-        if flag in argv[:-1]:
-            with contextlib.suppress(ValueError):
-                threads = int(argv[argv.index(flag) + 1])
-    return max(16, threads + 4)
+    return max(DEFAULT_POOL_SIZE, threads + 4)
 
 
-def get_pool(url: str, *, max_size: int | None = None) -> ConnectionPool[Any]:
-    """The process-wide pool for `url` (created lazily: workers fork before first use)."""
-    max_size = max_size or default_pool_size()
-    with _lock:
-        pool = _pools.get(url)
-        if pool is None:
-            pool = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=max_size,
-                kwargs={"row_factory": dict_row},
-                open=True,
-                name="herald",
-                # A restarted PostgreSQL leaves dead connections in the pool; check on
-                # checkout so a job never runs on one (one round trip, only for a
-                # connection idle long enough to have met a restart).
-                check=_check_if_idle,
-                reset=_note_returned,
-            )
-            _pools[url] = pool
-        return pool
+def make_pool(url: str, *, max_size: int | None = None) -> ConnectionPool[Any]:
+    """A pool of dict-row connections; the composition root makes one per process."""
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size or DEFAULT_POOL_SIZE,
+        kwargs={"row_factory": dict_row},
+        open=True,
+        name="herald",
+        # A restarted PostgreSQL leaves dead connections in the pool; check on checkout so
+        # a job never runs on one (one round trip, only for a connection idle long enough
+        # to have met a restart).
+        check=_check_if_idle,
+        reset=_note_returned,
+    )
 
 
 #: A connection back in the pool for less than this is handed out without a round trip:
@@ -100,7 +83,7 @@ def _check_if_idle(conn: DictConnection) -> None:
 
 
 def connection(pool: ConnectionPool[Any]) -> AbstractContextManager[DictConnection]:
-    """`pool.connection()`, typed: every pool here makes dict rows (`get_pool`)."""
+    """`pool.connection()`, typed: every pool here makes dict rows (`make_pool`)."""
     return pool.connection()
 
 
@@ -127,10 +110,3 @@ def autocommit(pool: ConnectionPool[Any]) -> Iterator[DictConnection]:
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     conn.autocommit = False
-
-
-def close_pools() -> None:
-    with _lock:
-        for pool in _pools.values():
-            pool.close()
-        _pools.clear()

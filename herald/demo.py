@@ -5,8 +5,8 @@ small sample application whose changes Herald tracks, Dramatiq's StubBroker with
 in-process worker, and a FileMailer writing `.eml` files. The real orchestrate,
 enrich and send_email actors run unchanged: only the adapters are local.
 
-Import this module only after HERALD_BROKER_URL is `stub://` (`herald.cli.main.cmd_demo`
-sees to it): `actors` binds its broker when first imported.
+Built by the composition root like every entry point: `bootstrap` with the demo's
+settings (`stub://` broker, fast retries) and a FileMailer.
 """
 
 from __future__ import annotations
@@ -27,17 +27,13 @@ from typing import Any, TextIO
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-import actors
-from actors import runtime
-from actors.orchestrate import orchestrate
 from herald import db
+from herald.bootstrap import bootstrap
 from herald.config import Settings, settings_from_mapping
 from herald.db import connect
 from herald.email.smtp import FileMailer
-from herald.enrich.ai import summariser_from_settings
 from herald.migrate import upgrade
 
 MEMBER_RECIPIENT = "membership@demo.invalid"
@@ -50,6 +46,11 @@ DEMO_CONFIG: dict[str, Any] = {
         "enabled": True,
         "model": "gpt-4o-mini",
         "pii_fields": ["email", "phone", "first_name", "last_name"],
+    },
+    # Retry within a second or two: the defaults (seconds to minutes) suit production.
+    "retries": {
+        actor: {"min_backoff_ms": 200, "max_backoff_ms": 2_000}
+        for actor in ("orchestrate", "enrich", "send_email", "sweep", "purge")
     },
     "routes": [
         {
@@ -320,17 +321,8 @@ def demo_settings(database_url: str) -> Settings:
     from dotenv import dotenv_values
 
     env = {**{k: v for k, v in dotenv_values().items() if v is not None}, **os.environ}
-    env.update(HERALD_DATABASE_URL=database_url, HERALD_BROKER_URL="stub://")
+    env.update(HERALD_DATABASE_URL=database_url, HERALD_BROKER_URL="stub://", HERALD_WAKER="off")
     return settings_from_mapping(DEMO_CONFIG, env)
-
-
-def _fast_retries(broker: dramatiq.Broker) -> dict[str, dict[str, Any]]:
-    """Retry within a second or two: the defaults (seconds to minutes) suit production."""
-    saved = {}
-    for actor in broker.actors.values():
-        saved[actor.actor_name] = dict(actor.options)
-        actor.options.update(min_backoff=200, max_backoff=2_000)
-    return saved
 
 
 def _counts(pool: ConnectionPool) -> dict[str, int]:
@@ -478,19 +470,12 @@ def run_demo(
     started = time.monotonic() if started is None else started
     plan = plan_changes(changes)
     directory = prepare_output(Path(out))
-    broker = actors.broker
-    if not isinstance(broker, StubBroker):
-        raise DemoError(
-            "the demo needs the in-memory broker, but the actors are bound to "
-            f"{type(broker).__name__}; run `herald demo` in its own process"
-        )
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # the same clean-up as ^C
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_term) if in_main else None
-    saved_options = _fast_retries(broker)
     try:
         print("Starting an embedded PostgreSQL…", file=stderr, flush=True)
         with embedded_postgres() as url:
@@ -504,45 +489,27 @@ def run_demo(
                 flush=True,
             )
             made = make_changes(url, plan)
-            summariser = summariser_from_settings(
-                enabled=settings.ai.enabled,
-                model=settings.ai.model,
-                api_key=settings.openai_api_key,
-                base_url=settings.openai_base_url,
-                timeout=settings.ai.timeout_seconds,
-                max_retries=settings.ai.max_retries,
-            )
             mailer = FileMailer(directory)
-            with ConnectionPool(
-                url,
-                min_size=1,
-                max_size=8,
-                kwargs={"row_factory": dict_row},
-                open=True,
-                name="herald-demo",
-            ) as pool:
-                runtime.install(runtime.Runtime(settings, pool, mailer, summariser))
+            app = bootstrap(settings, mailer=mailer)
+            broker = app.broker
+            assert isinstance(broker, StubBroker)  # demo_settings names stub://
+            worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+            worker.start()
+            try:
+                ai = "OpenAI" if settings.ai_active else "offline summaries"
+                print(
+                    f"Running the pipeline in-process (StubBroker, 4 threads, {ai})…",
+                    file=stderr,
+                    flush=True,
+                )
+                app.orchestrate_now()
+                counts = _drain(broker, app.pool, Progress(stderr, plan.emails))
+                report = _report(app.pool)
+            finally:
+                worker.stop(timeout=5_000)
                 broker.flush_all()
-                worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
-                worker.start()
-                try:
-                    ai = "OpenAI" if settings.ai_active else "offline summaries"
-                    print(
-                        f"Running the pipeline in-process (StubBroker, 4 threads, {ai})…",
-                        file=stderr,
-                        flush=True,
-                    )
-                    orchestrate.send()
-                    counts = _drain(broker, pool, Progress(stderr, plan.emails))
-                    report = _report(pool)
-                finally:
-                    worker.stop(timeout=5_000)
-                    broker.flush_all()
-                    runtime.install(None)
+                app.close()
     finally:
-        for actor in broker.actors.values():
-            actor.options.clear()
-            actor.options.update(saved_options[actor.actor_name])
         if in_main:
             signal.signal(signal.SIGTERM, previous)
 

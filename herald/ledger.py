@@ -7,7 +7,6 @@ still unpublished after a grace period is published again by a later run.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,18 @@ from herald.changes import Change
 from herald.db import DictConnection, DictRow
 from herald.sql import queries
 
-#: Actor name -> queue name, for every actor that has ledger rows.
-ACTOR_QUEUES = {"enrich": "enrich", "send_email": "email"}
+#: Every actor Herald runs -> its queue: the one definition (the actors are declared on
+#: these queues, metrics are labelled with them). A batch actor uses its jobs' queue.
+QUEUES = {
+    "orchestrate": "orchestrate",
+    "enrich": "enrich",
+    "send_email": "email",
+    "sweep": "maintenance",
+    "purge": "maintenance",
+}
+
+#: Actor name -> queue name, for the actors that have ledger rows.
+ACTOR_QUEUES = {actor: QUEUES[actor] for actor in ("enrich", "send_email")}
 
 #: Actor name -> the actor that runs a batch of its jobs in one message (actors/email.py).
 BATCH_ACTORS = {"send_email": "send_emails"}
@@ -131,26 +140,16 @@ def publish_due(conn: DictConnection, publish: Publish, *, limit: int = 1000) ->
         return publish_and_mark(conn, [job_ref(r) for r in rows], publish)
 
 
-# -- the middleware's side: one attempt's life ----------------------------------------------
+# -- one attempt's life ----------------------------------------------------------------------
 
 
-def start_attempt(conn: DictConnection, job_id: int) -> tuple[bool, str | None]:
-    """Mark a job running. Returns (run it?, status found when it must not run).
+@dataclass(frozen=True)
+class JobContext:
+    """One running attempt of a job, as `start_job` started it: what its step needs, read
+    in the statement that marked it running (procrastinate's `JobContext` is the model).
 
-    One statement (`job_start_load`) also reads what the job's step needs; the ledger
-    middleware hands that to the step with `take_loaded` and `begin`.
-    """
-    attempt, status = start_and_load(conn, job_id)
-    _attempts.loaded = attempt
-    return attempt is not None, status
-
-
-@dataclass
-class Attempt:
-    """One running attempt of a job, as the ledger middleware started it (`start_and_load`).
-
-    Holds what the step needs (so it reads nothing more before its own work) and whether
-    the step completed the job in its own transaction (then the middleware does not).
+    The actor passes it to its stage's service; the service reads nothing more before its
+    own work, and says in its outcome whether it completed the job in its own statement.
     """
 
     job_id: int
@@ -159,12 +158,21 @@ class Attempt:
     changes: list[Change]
     summary: dict[str, Any] | None
     breakers: dict[str, str] = field(default_factory=dict)
-    completed: bool = False
+
+    @property
+    def ref(self) -> JobRef:
+        """The job's ref, to publish it again (its own message id and priority)."""
+        return JobRef(self.job_id, self.job["message_id"], self.job["actor"],
+                      ACTOR_QUEUES[self.job["actor"]], self.job["priority"])  # fmt: skip
 
 
-def start_and_load(conn: DictConnection, job_id: int) -> tuple[Attempt | None, str | None]:
-    """`start_attempt` and the step's reads in one statement: (the attempt, None) when the
-    job runs, else (None, the status found, None for an unknown job)."""
+def start_job(conn: DictConnection, job_id: int) -> tuple[JobContext | None, str | None]:
+    """Mark a job running and read what its step needs, in one statement: (its context,
+    None) when it runs, else (None, the status found; None for a job the ledger lacks).
+
+    Only pending or running (redelivered after a crash) jobs run; canceled, superseded,
+    complete and failed ones are not run again.
+    """
     started, not_started = start_many(conn, [job_id])
     if started:
         return started[0], None
@@ -173,16 +181,16 @@ def start_and_load(conn: DictConnection, job_id: int) -> tuple[Attempt | None, s
 
 def start_many(
     conn: DictConnection, job_ids: Sequence[int]
-) -> tuple[list[Attempt], dict[int, str]]:
-    """Start a batch of jobs in one statement: (the attempts started, in id order; the
+) -> tuple[list[JobContext], dict[int, str]]:
+    """Start a batch of jobs in one statement: (the contexts started, in id order; the
     status of each job that must not run). Unknown ids are in neither."""
     rows = conn.execute(queries["job_start_load"], {"ids": list(job_ids)}).fetchall()
-    started: list[Attempt] = []
+    started: list[JobContext] = []
     not_started: dict[int, str] = {}
     for job_rows in _by_job(rows):
         first = job_rows[0]
         if first["started"]:
-            started.append(_attempt(job_rows))
+            started.append(_context(job_rows))
         else:
             not_started[first["job_id"]] = first["found_status"]
     return started, not_started
@@ -199,11 +207,12 @@ def _by_job(rows: Sequence[DictRow]) -> list[list[DictRow]]:
     return groups
 
 
-def _attempt(rows: Sequence[DictRow]) -> Attempt:
+def _context(rows: Sequence[DictRow]) -> JobContext:
     first = rows[0]
     job = {
         "id": first["job_id"],
         "status": "running",
+        "actor": first["job_actor"],
         "notification_id": first["notification_id"],
         "change_id": first["job_change_id"],
         "recipient": first["recipient"],
@@ -222,35 +231,7 @@ def _attempt(rows: Sequence[DictRow]) -> Attempt:
         summary = {key: first[f"sm_{key}"] for key in ("status", "summary", "model", "aliases",
                                                        "error")}  # fmt: skip
     changes = [Change.from_row(r) for r in rows if r["id"] is not None]
-    return Attempt(first["job_id"], job, notification, changes, summary, first["breakers"] or {})
-
-
-_attempts = threading.local()
-
-
-def take_loaded(job_id: int) -> Attempt | None:
-    """What this thread's last `start_attempt` of `job_id` loaded (once)."""
-    attempt: Attempt | None = getattr(_attempts, "loaded", None)
-    _attempts.loaded = None
-    return attempt if attempt is not None and attempt.job_id == job_id else None
-
-
-def begin(attempt: Attempt) -> None:
-    """The running attempt of this thread (set by the ledger middleware)."""
-    _attempts.current = attempt
-
-
-def current(job_id: int) -> Attempt | None:
-    """This thread's running attempt of `job_id`, if the ledger middleware started one."""
-    attempt: Attempt | None = getattr(_attempts, "current", None)
-    return attempt if attempt is not None and attempt.job_id == job_id else None
-
-
-def end(job_id: int) -> Attempt | None:
-    """Forget this thread's attempt of `job_id`; returns it."""
-    attempt = current(job_id)
-    _attempts.current = None
-    return attempt
+    return JobContext(first["job_id"], job, notification, changes, summary, first["breakers"] or {})
 
 
 def complete(conn: psycopg.Connection[Any], job_id: int) -> None:

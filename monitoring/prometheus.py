@@ -137,12 +137,12 @@ class Prometheus(Middleware):
     """Exports Herald's worker metrics (see the module docstring).
 
     Parameters:
-      host(str): Interface of the exposition server (``HERALD_METRICS_HOST``;
+      host(str): Interface of the exposition server (settings: ``HERALD_METRICS_HOST``;
         default 127.0.0.1).
-      port(int): Its port (``HERALD_METRICS_PORT``; default 9191). ``0`` disables the
-        exposition and the multiprocess metrics altogether.
-      multiproc_dir(str): Where worker processes write their values
-        (``PROMETHEUS_MULTIPROC_DIR``; default ``<tmp>/herald-metrics/<port>``).
+      port(int): Its port (settings: ``HERALD_METRICS_PORT``; default 9191). ``0``
+        disables the exposition and the multiprocess metrics altogether.
+      multiproc_dir(str): Where worker processes write their values (settings:
+        ``PROMETHEUS_MULTIPROC_DIR``; default ``<tmp>/herald-metrics/<port>``).
       registry(CollectorRegistry): Create the metrics at once in this registry, in
         this process, and serve nothing (tests, embedding). ``None``: multiprocess
         metrics created at process boot.
@@ -159,10 +159,8 @@ class Prometheus(Middleware):
         registry: Any = None,
         expose: bool | None = None,
     ) -> None:
-        self.host = host or os.getenv("HERALD_METRICS_HOST") or catalogue.DEFAULT_METRICS_HOST
-        if port is None:
-            port = int(os.getenv("HERALD_METRICS_PORT") or catalogue.DEFAULT_WORKER_METRICS_PORT)
-        self.port = port
+        self.host = host or catalogue.DEFAULT_METRICS_HOST
+        self.port = catalogue.DEFAULT_WORKER_METRICS_PORT if port is None else port
         self.multiproc_dir = multiproc_dir
         self.expose = expose
         self.metrics: catalogue.WorkerMetrics | None = None
@@ -172,6 +170,7 @@ class Prometheus(Middleware):
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._multiprocess = False  # this process writes metric files (multiproc_dir)
         if registry is not None:
             self.metrics = catalogue.create_worker_metrics(registry)
             catalogue.init_worker_labels(self.metrics)
@@ -184,12 +183,11 @@ class Prometheus(Middleware):
             return
         if isinstance(broker, StubBroker) and not self.expose:
             return
-        path = Path(
-            self.multiproc_dir or os.getenv(MULTIPROC_ENV) or default_multiproc_dir(self.port)
-        )
+        path = Path(self.multiproc_dir or default_multiproc_dir(self.port))
         self.multiproc_dir = str(path)
         self._prepare_directory(path)
         self.metrics = _create_multiprocess_metrics(path)
+        self._multiprocess = True
         catalogue.init_worker_labels(self.metrics, actor_queues(broker))
         _activate(self.metrics)
         if not self._try_serve():
@@ -214,7 +212,7 @@ class Prometheus(Middleware):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self.multiproc_dir and os.environ.get(MULTIPROC_ENV) == self.multiproc_dir:
+        if self._multiprocess:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)

@@ -7,12 +7,6 @@ its tests locally and fails them under ``CI=true`` (see ``tests.services.require
 
 from __future__ import annotations
 
-import os
-
-# Herald's actors bind to the broker named here when `actors` is first imported; in-process
-# tests use Dramatiq's StubBroker. Real-RabbitMQ tests run workers as subprocesses.
-os.environ.setdefault("HERALD_BROKER_URL", "stub://")
-
 from collections.abc import Callable, Iterator
 
 import pytest

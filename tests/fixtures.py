@@ -6,24 +6,24 @@ Loaded through `pytest_plugins` in conftest.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from herald.db import connect
-from herald.email.smtp import FakeMailer
-from herald.enrich.ai import FakeSummariser
 from herald.migrate import upgrade
+from herald.testing import FakeMailer, FakeSummariser
 from tests.helpers import create_app_tables, make_settings
 
-if TYPE_CHECKING:  # for types only: the fixture imports these (importing actors sets up the broker)
+if TYPE_CHECKING:
     from dramatiq import Worker
     from dramatiq.brokers.stub import StubBroker
 
-    from actors.runtime import Runtime
+    from actors.registry import Actors
+    from herald.bootstrap import App
+    from herald.config import Settings
 
 
 @pytest.fixture
@@ -44,61 +44,89 @@ def pool(herald_db: str) -> Iterator[ConnectionPool]:
     p.close()
 
 
-@dataclass
 class StubPipeline:
-    """Herald's actors on Dramatiq's StubBroker with an in-process worker."""
+    """Herald built by the composition root on Dramatiq's StubBroker, with an in-process
+    worker, the fakes of the adapters and a real PostgreSQL.
 
-    runtime: Runtime
-    broker: StubBroker
-    worker: Worker
-    mailer: FakeMailer
-    summariser: FakeSummariser
+    `use(settings=..., mailer=..., summariser=...)` builds it again with other parts (the
+    actors are declared with their services, so a change of settings is a new build).
+    """
+
+    def __init__(self, settings: Settings, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.mailer: Any = FakeMailer()
+        self.summariser: Any = FakeSummariser()
+        self.settings = settings
+        self.app: App | None = None
+        self.worker: Worker | None = None
+        self._start()
+
+    def _start(self) -> None:
+        from dramatiq import Worker
+
+        from herald.bootstrap import bootstrap
+
+        self.app = bootstrap(
+            self.settings, mailer=self.mailer, summariser=self.summariser, pool=self.pool
+        )
+        broker = self.broker
+        broker.fail_fast_default = False  # failed jobs are dead-lettered on purpose here
+        for actor in broker.actors.values():  # fast retries (the defaults wait seconds)
+            actor.options.update(min_backoff=10, max_backoff=50)
+        self.worker = Worker(broker, worker_timeout=50, worker_threads=2)
+        self.worker.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.broker.flush_all()
+            self.broker.close()
+            self.worker = None
+
+    def use(self, *, settings: Settings | None = None, mailer: Any = None,
+            summariser: Any = None) -> None:  # fmt: skip
+        """Build the pipeline again with these parts (the others stay)."""
+        self.stop()
+        self.settings = settings or self.settings
+        self.mailer = mailer or self.mailer
+        self.summariser = summariser or self.summariser
+        self._start()
+
+    @property
+    def broker(self) -> StubBroker:
+        assert self.app is not None
+        return cast("StubBroker", self.app.broker)
+
+    @property
+    def actors(self) -> Actors:
+        assert self.app is not None
+        return self.app.actors
+
+    def publish(self, refs: Any) -> Any:
+        assert self.app is not None
+        return self.app.publish(refs)
 
     def drain(self) -> None:
         self.broker.join("orchestrate")
         for _ in range(3):  # enrich hands off to email: join until both are empty
             self.broker.join("enrich")
             self.broker.join("email")
+        assert self.worker is not None
         self.worker.join()
 
     def orchestrate(self) -> None:
-        from actors.orchestrate import orchestrate
-
-        orchestrate.send()
+        self.actors.orchestrate.send()
         self.drain()
 
 
 @pytest.fixture
 def stub_pipeline(herald_db: str, pool: ConnectionPool) -> Iterator[StubPipeline]:
-    """Actors on the StubBroker, fake mailer and summariser, a real PostgreSQL."""
-    from dramatiq import Worker
-
-    import actors
-    from actors import runtime
-    from actors.runtime import Runtime
-
-    broker = cast("StubBroker", actors.broker)  # conftest.py sets HERALD_BROKER_URL=stub://
-    broker.flush_all()
-    broker.fail_fast_default = False  # failed jobs are dead-lettered on purpose in these tests
-    # Fast retries for tests (the defaults wait seconds).
-    saved = {}
-    for actor in broker.actors.values():
-        saved[actor.actor_name] = dict(actor.options)
-        actor.options.update(min_backoff=10, max_backoff=50)
-    mailer, summariser = FakeMailer(), FakeSummariser()
-    rt = Runtime(make_settings(herald_db), pool, mailer, summariser)
-    runtime.install(rt)
-    worker = Worker(broker, worker_timeout=50, worker_threads=2)
-    worker.start()
+    """Herald on the StubBroker, fake mailer and summariser, a real PostgreSQL."""
+    pipeline = StubPipeline(make_settings(herald_db), pool)
     try:
-        yield StubPipeline(rt, broker, worker, mailer, summariser)
+        yield pipeline
     finally:
-        worker.stop()
-        broker.flush_all()
-        runtime.install(None)
-        for actor in broker.actors.values():
-            actor.options.clear()
-            actor.options.update(saved[actor.actor_name])
+        pipeline.stop()
 
 
 @pytest.fixture

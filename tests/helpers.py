@@ -41,6 +41,8 @@ ROUTES: dict[str, Any] = {
 
 
 def make_settings(database_url: str, raw: dict[str, Any] | None = None, **env: str) -> Settings:
+    """Settings for in-process tests: the StubBroker, no waker, unless `env` says otherwise."""
+    env = {"HERALD_BROKER_URL": "stub://", "HERALD_WAKER": "off", **env}
     return settings_from_mapping(
         ROUTES if raw is None else raw, {"HERALD_DATABASE_URL": database_url, **env}
     )

@@ -139,7 +139,7 @@ def test_periodiq_schedules_the_orchestrator_and_the_sweeper_from_the_environmen
     log = tmp_path / "periodiq.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("periodiq")), "actors"],
+            [str(Path(sys.executable).with_name("periodiq")), "herald.worker:setup"],
             cwd=REPO,
             env=herald_env,
             stdout=out,

@@ -36,12 +36,8 @@ def open_breaker(url, name="smtp", probe_in=30.0, open_for=0.0):
 
 def configure(stub_pipeline, herald_db, **sections):
     """Run the stub pipeline's actors with these herald.toml sections added."""
-    from actors import runtime
-    from actors.runtime import Runtime
-
-    rt = stub_pipeline.runtime
     settings = make_settings(herald_db, {**ROUTES, **sections})
-    runtime.install(Runtime(settings, rt.pool, rt.mailer, rt.summariser))
+    stub_pipeline.use(settings=settings)
     return settings
 
 
@@ -152,7 +148,7 @@ def test_while_the_smtp_circuit_is_open_no_email_is_attempted_and_jobs_stay_pend
     configure(stub_pipeline, herald_db, breakers={"reset_seconds": 0.5})
     open_breaker(herald_db, probe_in=1.5)
     two_class_emails(herald_db)
-    from actors.orchestrate import orchestrate as orchestrate_actor
+    orchestrate_actor = stub_pipeline.actors.orchestrate
 
     orchestrate_actor.send()
 
@@ -177,7 +173,7 @@ def test_while_the_smtp_circuit_is_open_no_email_is_attempted_and_jobs_stay_pend
 def test_a_job_deferred_ten_times_keeps_its_whole_retry_budget(
     herald_db, stub_pipeline, monkeypatch
 ):
-    from actors.email import send_email
+    send_email = stub_pipeline.actors.send_email
 
     send_email.options["max_retries"] = 2
     refusals = {"left": 10}

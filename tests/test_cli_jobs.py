@@ -288,7 +288,7 @@ def test_retrying_a_failed_job_makes_it_pending_and_publishes_it(conn):
     assert after["published_at"] is not None and after["published_at"] > before["published_at"]
     assert after["attempts"] == 9 and after["last_error"] == "boom"
     # The ledger middleware will run it when the message arrives.
-    assert ledger.start_attempt(conn, job_id) == (True, None)
+    assert ledger.start_job(conn, job_id)[0] is not None
 
 
 @pytest.mark.parametrize("status", ["complete", "pending", "running", "superseded"])
@@ -384,10 +384,10 @@ def test_a_retry_whose_publishing_fails_changes_nothing(conn):
 
 
 def test_jobs_retry_command_publishes_and_refuses_clearly(conn, herald, monkeypatch):
-    import herald.cli.ops
+    from herald.cli import ops
 
     publish = FakePublisher()
-    monkeypatch.setattr(herald.cli.ops, "publish", publish)
+    monkeypatch.setattr(ops, "publish", publish)
     failed = [add_job(conn, status="failed") for _ in range(3)]
     complete = add_job(conn, status="complete")
 
@@ -420,7 +420,7 @@ def test_canceling_a_pending_job(conn, herald):
     row = job_row(conn, job_id)
     assert row["status"] == "canceled" and row["finished_at"] is not None
     # Its message does nothing when it arrives.
-    assert ledger.start_attempt(conn, job_id) == (False, "canceled")
+    assert ledger.start_job(conn, job_id) == (None, "canceled")
 
 
 def test_canceling_a_running_job_warns_that_the_current_attempt_may_finish(conn, herald):
@@ -433,7 +433,7 @@ def test_canceling_a_running_job_warns_that_the_current_attempt_may_finish(conn,
     ledger.complete(conn, job_id)
     ledger.will_retry(conn, job_id, "boom")
     assert job_row(conn, job_id)["status"] == "canceled"
-    assert ledger.start_attempt(conn, job_id) == (False, "canceled")
+    assert ledger.start_job(conn, job_id) == (None, "canceled")
 
 
 @pytest.mark.parametrize("status", ["complete", "failed", "canceled", "superseded"])

@@ -137,8 +137,8 @@ def test_the_stack_is_complete(compose: dict) -> None:
     assert expected <= set(compose["services"])
     services = compose["services"]
     assert services["migrate"]["command"] == ["herald", "db", "upgrade"]
-    assert services["worker"]["command"][:2] == ["dramatiq", "actors"]
-    assert services["scheduler"]["command"] == ["periodiq", "actors"]
+    assert services["worker"]["command"][:2] == ["dramatiq", "herald.worker:setup"]
+    assert services["scheduler"]["command"] == ["periodiq", "herald.worker:setup"]
     assert services["exporter"]["command"] == ["herald", "metrics", "serve"]
     for name in ("worker", "scheduler", "exporter"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
@@ -201,6 +201,6 @@ def test_dockerfile_runs_unprivileged() -> None:
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     assert "pip install ." in text
     assert "\nUSER " in text
-    assert 'CMD ["dramatiq", "actors"' in text
+    assert 'CMD ["dramatiq", "herald.worker:setup"' in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".git" in ignored

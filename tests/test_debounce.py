@@ -21,7 +21,7 @@ def debounced(window: int, window_max: int | None = None):
 @pytest.fixture
 def pipeline(stub_pipeline, herald_db):
     def configure(window, window_max=None):
-        stub_pipeline.runtime.settings = make_settings(herald_db, debounced(window, window_max))
+        stub_pipeline.use(settings=make_settings(herald_db, debounced(window, window_max)))
         return stub_pipeline
 
     return configure

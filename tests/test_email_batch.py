@@ -34,7 +34,7 @@ def write_email_jobs(stub_pipeline, herald_db, classes: int) -> list[JobRef]:
     sql(herald_db, "INSERT INTO classes (title) SELECT 'c' FROM generate_series(1, %s)", (classes,))
     sql(herald_db, "UPDATE classes SET seats = 12")
     publisher = RecordingPublisher()
-    run_orchestrator(stub_pipeline.runtime.pool, stub_pipeline.runtime.settings, publisher)
+    run_orchestrator(stub_pipeline.pool, stub_pipeline.settings, publisher)
     return publisher.refs
 
 
@@ -145,7 +145,7 @@ def test_a_permanent_failure_fails_only_that_job_and_the_batch_goes_on(herald_db
 
 
 def test_exhausted_retries_fail_a_batched_job_with_its_reason(herald_db, stub_pipeline):
-    from actors.email import send_email
+    send_email = stub_pipeline.actors.send_email
 
     send_email.options["max_retries"] = 2
     refs = write_email_jobs(stub_pipeline, herald_db, classes=1)
@@ -195,7 +195,7 @@ def test_past_its_time_budget_a_batch_hands_back_the_jobs_it_has_not_tried(
 
     refs = write_email_jobs(stub_pipeline, herald_db, classes=2)
     ticks = iter([0.0, 0.0, 99.0])  # the deadline is set, job 1 starts in time, job 2 late
-    rt = stub_pipeline.runtime
+    rt = stub_pipeline
     report = send_batch(rt.pool, rt.settings, rt.mailer, [r.id for r in refs],
                         budget_seconds=10, clock=lambda: next(ticks, 99.0))  # fmt: skip
     assert [s.job_id for s in report.sent] == [refs[0].id]
@@ -218,7 +218,7 @@ def test_a_batch_redelivered_after_its_worker_died_resends_only_the_email_in_fli
 
     refs = write_email_jobs(stub_pipeline, herald_db, classes=2)
     ids = [r.id for r in refs]
-    rt = stub_pipeline.runtime
+    rt = stub_pipeline
     stub_pipeline.mailer.sent.clear()
     real_send = rt.mailer.send
 
@@ -254,7 +254,7 @@ def test_with_the_smtp_circuit_open_the_first_job_is_deferred_and_the_rest_run_a
         "opened_at = now(), next_probe_at = now() + interval '30 s', last_error = 'SMTP 451' "
         "WHERE breaker = 'smtp'",
     )
-    rt = stub_pipeline.runtime
+    rt = stub_pipeline
     report = send_batch(rt.pool, rt.settings, rt.mailer, [r.id for r in refs], budget_seconds=30)
     assert [d.job_id for d in report.deferred] == [refs[0].id]
     assert report.hand_back_alone and [r.id for r in report.handed_back] == [r.id for r in refs[1:]]
@@ -280,7 +280,7 @@ def test_each_job_of_a_batch_is_counted_as_a_send_email_job(herald_db, stub_pipe
     try:
         refs = write_email_jobs(stub_pipeline, herald_db, classes=2)
         stub_pipeline.mailer.fail_next(PermanentError("SMTP 550"), times=1)
-        rt = stub_pipeline.runtime
+        rt = stub_pipeline
         report = send_batch(rt.pool, rt.settings, rt.mailer, [r.id for r in refs],
                             budget_seconds=30)  # fmt: skip
         prometheus.record_batch(report)

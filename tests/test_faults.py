@@ -93,12 +93,12 @@ on_ai_failure = "{on_ai_failure}"
 
 
 SWEEP = (
-    "import actors\n"
-    "from actors import runtime\n"
-    "from actors.publish import publish\n"
+    "from herald.bootstrap import bootstrap\n"
+    "from herald.config import load_settings\n"
     "from orchestrator.sweep import sweep\n"
-    "rt = runtime.runtime()\n"
-    "print(sweep(rt.pool, rt.settings, publish))\n"
+    "app = bootstrap(load_settings())\n"
+    "print(sweep(app.pool, app.settings, app.publish))\n"
+    "app.close()\n"
 )
 
 
@@ -602,13 +602,12 @@ def test_the_checker_counts_lost_duplicated_and_unexpected(herald_db, pool):
 def test_a_ledger_outage_before_an_attempt_retries_it_instead_of_dropping_it(
     stub_pipeline, herald_db, monkeypatch
 ):
-    """Found by the PostgreSQL restart test: Dramatiq logs and swallows an exception from a
-    before-hook and runs the actor anyway. When the Ledger could not mark the job running,
-    send_email then found it not running, did nothing, and the message was acked: the job
-    stayed open with no message left to run it (lost; never swept when it had no attempts)."""
-    from actors import ledger_middleware
+    """Found by the PostgreSQL restart test: when a job could not be marked running, its
+    message was acked with the job still open (lost; never swept when it had no attempts).
+    The attempt must fail and be retried instead."""
+    from herald import ledger
 
-    real, calls = ledger_middleware.ledger.start_attempt, []
+    real, calls = ledger.start_many, []
 
     def unreachable_once(conn, job_id):
         calls.append(job_id)
@@ -616,11 +615,11 @@ def test_a_ledger_outage_before_an_attempt_retries_it_instead_of_dropping_it(
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return real(conn, job_id)
 
-    monkeypatch.setattr(ledger_middleware.ledger, "start_attempt", unreachable_once)
+    monkeypatch.setattr(ledger, "start_many", unreachable_once)
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
     sql(herald_db, "UPDATE classes SET seats = 3")  # one change, two recipients
     stub_pipeline.orchestrate()
     jobs = sql(herald_db, "SELECT status, count(*) AS n FROM herald.jobs GROUP BY 1")
-    print(f"\n  start_attempt calls={len(calls)} sent={len(stub_pipeline.mailer.sent)} {jobs}")
+    print(f"\n  start calls={len(calls)} sent={len(stub_pipeline.mailer.sent)} {jobs}")
     assert len(stub_pipeline.mailer.sent) == 2
     assert jobs == [{"status": "complete", "n": 2}]

@@ -204,8 +204,9 @@ def test_deliveries_and_ai_tokens_are_counted_by_the_actors_helpers(harness: Har
 def test_herald_puts_the_middleware_after_the_ledger_and_before_retries() -> None:
     from actors.broker import middleware
     from actors.ledger_middleware import Ledger
+    from herald.config import Settings
 
-    kinds = [type(m) for m in middleware()]
+    kinds = [type(m) for m in middleware(Settings(), pool=None)]  # type: ignore[arg-type]
     assert kinds.index(Ledger) < kinds.index(Prometheus) < kinds.index(Retries)
 
 

@@ -124,7 +124,8 @@ def herald(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path) -> Ite
     }
     env.pop("prometheus_multiproc_dir", None)
     worker = Process(
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", "2", "--threads", "4"],
+        [sys.executable, "-m", "dramatiq", "herald.worker:setup",
+         "--processes", "2", "--threads", "4"],
         env, tmp_path / "worker.log",
     )  # fmt: skip
     exporter = Process(

@@ -84,7 +84,7 @@ def test_a_canceled_job_does_nothing_when_its_message_arrives(herald_db, stub_pi
         published.extend(refs)
         return [r.id for r in refs]
 
-    run_orchestrator(stub_pipeline.runtime.pool, stub_pipeline.runtime.settings, publish)
+    run_orchestrator(stub_pipeline.pool, stub_pipeline.settings, publish)
     sql(herald_db, "UPDATE herald.jobs SET status = 'canceled'")
     for ref in published:
         stub_pipeline.broker.enqueue(message_for(ref))
@@ -115,7 +115,7 @@ def test_a_permanent_smtp_error_fails_the_job_with_the_servers_reason(herald_db,
 
 
 def test_exhausted_retries_leave_the_job_failed_with_the_reason(herald_db, stub_pipeline):
-    from actors.email import send_email
+    send_email = stub_pipeline.actors.send_email
 
     send_email.options["max_retries"] = 2
     stub_pipeline.mailer.fail_next(TransientError("SMTP 451: greylisted"), times=100)
@@ -130,7 +130,7 @@ def test_exhausted_retries_leave_the_job_failed_with_the_reason(herald_db, stub_
 def test_when_the_ai_fails_for_good_the_email_goes_out_marked_summary_unavailable(
     herald_db, stub_pipeline
 ):
-    from actors.enrich import enrich
+    enrich = stub_pipeline.actors.enrich
 
     enrich.options["max_retries"] = 1
     stub_pipeline.summariser.fail_next(TransientError("AI 500"), times=10)

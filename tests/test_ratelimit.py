@@ -47,12 +47,8 @@ def test_an_unset_limit_is_unlimited(herald_db):
 def test_throttled_emails_are_deferred_and_end_complete_with_one_attempt_each(
     herald_db, stub_pipeline, monkeypatch
 ):
-    from actors import runtime
-    from actors.runtime import Runtime
-
-    rt = stub_pipeline.runtime
     settings = make_settings(herald_db, {**ROUTES, "limits": {"emails_per_second": 10}})
-    runtime.install(Runtime(settings, rt.pool, rt.mailer, rt.summariser))
+    stub_pipeline.use(settings=settings)
     monkeypatch.setattr(ratelimit, "MAX_WAIT_SECONDS", 0.05)  # defer rather than wait
     sql(herald_db, "INSERT INTO classes (title) SELECT 'c' || i FROM generate_series(1, 5) i")
     sql(herald_db, "UPDATE classes SET seats = 1")  # 10 emails

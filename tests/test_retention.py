@@ -254,11 +254,11 @@ def test_herald_jobs_purge_refuses_an_age_it_cannot_read(capsys):
 def test_the_hourly_purge_actor_purges_old_finished_work_but_never_failed_jobs(
     herald_db, stub_pipeline
 ):
-    from actors.purge import purge as purge_actor
+    purge_actor = stub_pipeline.actors.purge
 
     done = notification(herald_db, age_days=40)
     failed = notification(herald_db, age_days=400, statuses=("failed",))
-    assert stub_pipeline.runtime.settings.retention.days == 30
+    assert stub_pipeline.settings.retention.days == 30
 
     purge_actor.send()
     stub_pipeline.broker.join("maintenance")

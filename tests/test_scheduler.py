@@ -23,13 +23,15 @@ import sys, time
 from datetime import timedelta
 import pendulum
 from periodiq import Scheduler
-import actors
-from actors.orchestrate import orchestrate
+from herald.bootstrap import bootstrap
+from herald.config import load_settings
 
+app = bootstrap(load_settings())
+orchestrate = app.actors.orchestrate
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 now = (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
 Scheduler([orchestrate]).send_actors([orchestrate], now=now)
-actors.broker.close()
+app.close()
 """
 
 
@@ -162,7 +164,7 @@ def orchestrator_runs(url):
 
 
 def test_a_stale_periodic_tick_is_still_skipped(herald_db, stub_pipeline):
-    from actors.orchestrate import orchestrate
+    orchestrate = stub_pipeline.actors.orchestrate
 
     stub_pipeline.broker.enqueue(periodic_message(orchestrate, age_seconds=300))
     stub_pipeline.drain()
@@ -172,7 +174,7 @@ def test_a_stale_periodic_tick_is_still_skipped(herald_db, stub_pipeline):
 def test_a_retried_periodic_message_runs_even_when_its_tick_is_older_than_30s(
     herald_db, stub_pipeline
 ):
-    from actors.orchestrate import orchestrate
+    orchestrate = stub_pipeline.actors.orchestrate
 
     sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga')")
     sql(herald_db, "UPDATE classes SET seats = 12")
@@ -188,10 +190,10 @@ def test_a_failed_purge_is_retried_after_more_than_30s_and_not_skipped(
     """The real Retries path: the purge fails once, Retries re-enqueues the same message
     (scheduled_at and all) with retries=1; by the time it runs its tick is 5 minutes old."""
     import actors.purge
-    from actors.purge import purge
+
 
     calls = []
-    real = actors.purge.purge_service
+    real = actors.purge.purge_finished
 
     def flaky(*args, **kwargs):
         calls.append(pendulum.now())
@@ -202,7 +204,9 @@ def test_a_failed_purge_is_retried_after_more_than_30s_and_not_skipped(
             raise ConnectionError("database went away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(actors.purge, "purge_service", flaky)
+    monkeypatch.setattr(actors.purge, "purge_finished", flaky)
+    stub_pipeline.use()  # declared again: the actor now calls the flaky purge
+    purge = stub_pipeline.actors.purge
     purge.send_with_options(scheduled_at=str(pendulum.now()))
     stub_pipeline.broker.join("maintenance")
     stub_pipeline.worker.join()

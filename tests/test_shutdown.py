@@ -30,7 +30,7 @@ def start_worker(env, log, *, shutdown_timeout_ms: int) -> subprocess.Popen:
             sys.executable,
             "-m",
             "dramatiq",
-            "actors",
+            "herald.worker:setup",
             "--processes",
             "1",
             "--threads",

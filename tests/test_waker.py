@@ -142,7 +142,7 @@ def _up(url: str) -> bool:
 
 def test_the_waker_drives_the_real_pipeline(stub_pipeline, herald_db, waker_for):
     """Through the orchestrate actor on the StubBroker: a committed change becomes emails."""
-    from actors.orchestrate import orchestrate
+    orchestrate = stub_pipeline.actors.orchestrate
 
     waker_for(orchestrate.send, recheck_seconds=0.1)
     sql(herald_db, "INSERT INTO classes (title, seats) VALUES ('Yoga', 10)")

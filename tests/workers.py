@@ -73,7 +73,7 @@ class Worker:
                 sys.executable,
                 "-m",
                 "dramatiq",
-                "actors",
+                "herald.worker:setup",
                 "--processes",
                 "1",
                 "--threads",

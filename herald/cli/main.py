@@ -36,13 +36,14 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_orchestrate(args: argparse.Namespace) -> int:
-    import actors  # noqa: F401  - sets up the broker the jobs are published to
-    from actors import runtime
-    from actors.publish import publish
+    from herald.bootstrap import bootstrap
     from orchestrator.orchestrate import run_orchestrator
 
-    rt = runtime.runtime()
-    report = run_orchestrator(rt.pool, rt.settings, publish)
+    app = bootstrap(_settings())
+    try:
+        report = run_orchestrator(app.pool, app.settings, app.publish)
+    finally:
+        app.close()
     summary = report.counts()
     if args.json:
         print(json.dumps(summary))
@@ -52,25 +53,12 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo on the in-memory broker, set before `actors` binds one at import."""
-    import os
+    """The whole pipeline in this process, on an embedded PostgreSQL and the StubBroker."""
     import time
 
-    bound = sys.modules.get("actors.broker")
-    if bound is not None and type(bound.broker).__name__ != "StubBroker":
-        print(
-            "herald demo: the actors are already bound to another broker in this process; "
-            "run `herald demo` in its own process",
-            file=sys.stderr,
-        )
-        return 2
-    started = time.monotonic()
-    os.environ["HERALD_BROKER_URL"] = "stub://"
-    # The demo brings its own routes: a herald.toml in the current directory must not
-    # break importing the actors (which read settings at import).
-    os.environ["HERALD_CONFIG"] = os.devnull
     from herald.demo import DemoError, run_demo
 
+    started = time.monotonic()
     try:
         return run_demo(out=args.out, changes=args.changes, started=started)
     except DemoError as exc:

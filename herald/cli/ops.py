@@ -303,12 +303,16 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def publish(refs: Sequence[JobRef]) -> Sequence[int]:
-    """Publish through the configured broker; `actors` is imported only now, so the broker
-    is set up from HERALD_BROKER_URL only when there is something to publish."""
-    import actors  # noqa: F401  - sets up the broker the messages go to
-    from actors.publish import publish as publish_refs
+    """Publish through the configured broker, built (`herald.bootstrap`) only when there is
+    something to publish."""
+    from herald.bootstrap import bootstrap
+    from herald.config import load_settings
 
-    return publish_refs(refs)
+    app = bootstrap(load_settings())
+    try:
+        return app.publish(refs)
+    finally:
+        app.close()
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
@@ -509,35 +513,21 @@ def add_stats_command(sub: argparse._SubParsersAction) -> None:
 # =============================================================================================
 
 
-def _exporter_port() -> int:
-    """HERALD_EXPORTER_PORT, else HERALD_METRICS_PORT (each process listens on its own),
-    else 9192 (the worker's default is 9191, so both fit on one host)."""
-    import os
-
-    from monitoring.metrics import DEFAULT_EXPORTER_METRICS_PORT
-
-    for name in ("HERALD_EXPORTER_PORT", "HERALD_METRICS_PORT"):
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return DEFAULT_EXPORTER_METRICS_PORT
-
-
 def cmd_metrics_serve(args: argparse.Namespace) -> int:
     import logging
-    import os
 
     from herald.config import load_settings
     from monitoring.exporter import serve
-    from monitoring.metrics import DEFAULT_METRICS_HOST
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    host = args.host or os.environ.get("HERALD_METRICS_HOST") or DEFAULT_METRICS_HOST
-    port = _exporter_port() if args.port is None else args.port
+    settings = load_settings()
+    host = args.host or settings.metrics_host
+    port = settings.exporter_port if args.port is None else args.port
     try:
         serve(
-            load_settings(),
+            settings,
             host,
             port,
             ready=lambda bound: print(f"serving http://{host}:{bound}/metrics", flush=True),

@@ -111,62 +111,53 @@ def send_batch(
     """
     report = BatchReport()
     with db.autocommit(pool) as conn:
-        attempts, report.not_started = ledger.start_many(conn, job_ids)
+        contexts, report.not_started = ledger.start_many(conn, job_ids)
     for job_id, status in report.not_started.items():
         logger.info("Skipping job %d of the batch: it is %s", job_id, status)
     deadline = clock() + budget_seconds
-    for index, attempt in enumerate(attempts):
-        rest = [a.job_id for a in attempts[index + 1 :]]
+    for index, ctx in enumerate(contexts):
+        rest = [c.job_id for c in contexts[index + 1 :]]
         if clock() > deadline:
-            _hand_back(pool, report, [attempt.job_id, *rest], alone=False,
+            _hand_back(pool, report, [ctx.job_id, *rest], alone=False,
                        reason="handed back: the batch's time budget was spent")  # fmt: skip
             break
-        ledger.begin(attempt)  # the delivery reads the attempt instead of loading the job
         started = time.perf_counter()
         try:
-            outcome = send_notification_email(pool, settings, mailer, attempt.job_id)
+            outcome = send_notification_email(ctx, pool, settings, mailer)
         except Postponed as exc:
             deferred = f"deferred: {exc.reason}; next try in about {exc.retry_in:.1f}s"
             with db.autocommit(pool) as conn:
-                conn.execute(queries["job_deferred"], {"id": attempt.job_id, "reason": deferred})
-            report.deferred.append(Deferral(_ref(attempt), exc))
+                conn.execute(queries["job_deferred"], {"id": ctx.job_id, "reason": deferred})
+            report.deferred.append(Deferral(ctx.ref, exc))
             reason = f"handed back: {exc.reason} for an earlier job of its batch"
             _hand_back(pool, report, rest, alone=True, reason=reason)
             break
         except PermanentError as exc:
             reason = describe(exc)
             with db.autocommit(pool) as conn:
-                ledger.fail(conn, attempt.job_id, reason)
-            logger.warning("Job %d failed for good: %s", attempt.job_id, reason)
-            report.failed.append((attempt.job_id, reason))
+                ledger.fail(conn, ctx.job_id, reason)
+            logger.warning("Job %d failed for good: %s", ctx.job_id, reason)
+            report.failed.append((ctx.job_id, reason))
         except Exception as exc:  # transient or unexpected: this job retries on its own
             reason = describe(exc)
             if not may_retry:  # no retries configured: failed
                 with db.autocommit(pool) as conn:
-                    ledger.fail(conn, attempt.job_id, reason)
-                report.failed.append((attempt.job_id, reason))
+                    ledger.fail(conn, ctx.job_id, reason)
+                report.failed.append((ctx.job_id, reason))
             else:
                 with db.autocommit(pool) as conn:
-                    ledger.will_retry(conn, attempt.job_id, reason)
-                logger.warning("Job %d will be retried alone: %s", attempt.job_id, reason)
-                report.retry.append(Retry(_ref(attempt), reason, time.perf_counter() - started))
+                    ledger.will_retry(conn, ctx.job_id, reason)
+                logger.warning("Job %d will be retried alone: %s", ctx.job_id, reason)
+                report.retry.append(Retry(ctx.ref, reason, time.perf_counter() - started))
             _hand_back(pool, report, rest, alone=True,
                        reason="handed back: an earlier job of its batch failed")  # fmt: skip
             break
         else:
-            if not attempt.completed:  # already_sent / skipped complete nothing themselves
+            if not outcome.completed:
                 with db.autocommit(pool) as conn:
-                    ledger.complete(conn, attempt.job_id)
-            report.sent.append(Sent(attempt.job_id, outcome, time.perf_counter() - started))
-        finally:
-            ledger.end(attempt.job_id)
+                    ledger.complete(conn, ctx.job_id)
+            report.sent.append(Sent(ctx.job_id, outcome, time.perf_counter() - started))
     return report
-
-
-def _ref(attempt: ledger.Attempt) -> JobRef:
-    """The job's ref, to publish it again alone (its own message id and priority)."""
-    job = attempt.job
-    return JobRef(attempt.job_id, job["message_id"], "send_email", "email", job["priority"])
 
 
 def _hand_back(

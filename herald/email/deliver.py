@@ -26,8 +26,8 @@ from herald.email.mime import build_message, message_id_for
 from herald.email.render import ChangeView, render_notification
 from herald.email.smtp import Mailer
 from herald.enrich.pii import unalias
-from herald.enrich.step import load_notification
 from herald.errors import PermanentError, TransientError
+from herald.ledger import JobContext
 from herald.ratelimit import limiter_for
 from herald.sql import queries
 
@@ -39,9 +39,12 @@ SUMMARY_OFFLINE = "Offline summary: written by Herald without an AI model."
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
-    status: str  # sent | already_sent | skipped
+    status: str  # sent | already_sent
     ambiguous: bool = False
     message_id: str | None = None
+    #: The job was completed with the delivery, in the same statement (so the caller
+    #: need not complete it); true for every outcome this module returns today.
+    completed: bool = True
 
 
 def summary_for(summary_row: dict | None) -> tuple[str | None, str | None]:
@@ -55,31 +58,14 @@ def summary_for(summary_row: dict | None) -> tuple[str | None, str | None]:
 
 
 def send_notification_email(
-    pool: ConnectionPool, settings: Settings, mailer: Mailer, job_id: int
+    ctx: JobContext, pool: ConnectionPool, settings: Settings, mailer: Mailer
 ) -> DeliveryOutcome:
     """Render and send one job's email; idempotent across redeliveries and retries."""
-    attempt = ledger.current(job_id)
-    if attempt is not None:  # started by the ledger middleware, which read all this
-        job, notification = attempt.job, attempt.notification
-        changes, summary_row = attempt.changes, attempt.summary
-        if notification is None:
-            raise PermanentError(f"notification {job['notification_id']} does not exist")
-        breaker_state: str | None = attempt.breakers.get("smtp", "closed")
-    else:
-        with db.connection(pool) as conn:
-            row = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-            if row is None:
-                raise PermanentError(f"job {job_id} does not exist")
-            job = row
-            if job["status"] != "running":
-                conn.rollback()
-                return DeliveryOutcome("skipped")
-            notification, changes = load_notification(conn, job["notification_id"])
-            summary_row = conn.execute(
-                queries["load_summary"], {"id": notification["id"]}
-            ).fetchone()
-            conn.rollback()
-        breaker_state = None  # unknown: the breaker reads it
+    job, notification = ctx.job, ctx.notification
+    changes, summary_row = ctx.changes, ctx.summary
+    if notification is None:
+        raise PermanentError(f"notification {job['notification_id']} does not exist")
+    breaker_state = ctx.breakers.get("smtp", "closed")
 
     recipient = job["recipient"]
     message_id = message_id_for(notification["id"], recipient, settings.mail_domain)
@@ -108,7 +94,7 @@ def send_notification_email(
         message_id=message_id,
         change_ids=[c.id for c in changes],
     )
-    delivery = _Delivery(job_id, notification["id"], recipient, message_id, message)
+    delivery = _Delivery(ctx.job_id, notification["id"], recipient, message_id, message)
 
     # Autocommit: each statement below is its own transaction, one round trip each.
     with db.autocommit(pool) as conn:
@@ -198,7 +184,6 @@ def _claim(conn, delivery: _Delivery) -> tuple[dict, bool] | DeliveryOutcome:
         existing = conn.execute(queries["lock_delivery"], params).fetchone()
         if existing["status"] == "sent":
             ledger.complete(conn, delivery.job_id)
-            _completed(delivery.job_id)
             return DeliveryOutcome("already_sent", message_id=delivery.message_id)
         ambiguous = existing["status"] == "sending"
         row = conn.execute(
@@ -240,15 +225,7 @@ def _send(
     )  # fmt: skip
     delivery.locked = False
     call.success_recorded = fold_breaker
-    _completed(delivery.job_id)
     return DeliveryOutcome("sent", ambiguous=ambiguous, message_id=delivery.message_id)
-
-
-def _completed(job_id: int) -> None:
-    """Tell the ledger middleware the job is complete already (its own update is skipped)."""
-    attempt = ledger.current(job_id)
-    if attempt is not None:
-        attempt.completed = True
 
 
 @functools.lru_cache(maxsize=4096)  # the same few addresses, parsed once each

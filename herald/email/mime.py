@@ -31,14 +31,22 @@ import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
 from email.headerregistry import Address, HeaderRegistry
+from typing import TYPE_CHECKING
 
-from herald.email.render import RenderedEmail
 from herald.errors import PermanentError
+from herald.headers import FORBIDDEN_IN_HEADERS
 
-__all__ = ["build_message", "message_id_for", "parse_address", "reject_line_breaks"]
+if TYPE_CHECKING:  # for types only: render imports this module
+    from herald.email.render import RenderedEmail
 
-#: Characters no header value may hold: line breaks of any kind, and NUL.
-FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0", "\u2028", "\u2029", "\x85")
+__all__ = [
+    "FORBIDDEN_IN_HEADERS",
+    "build_message",
+    "message_id_for",
+    "parse_address",
+    "reject_line_breaks",
+]
+
 
 #: RFC 5322's recommended line length; headers are folded to it where they can be.
 LINE_LENGTH = 78

@@ -20,17 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from herald.email.mime import FORBIDDEN_IN_HEADERS
 from herald.errors import HeraldError, PermanentError, TransientError
+from herald.headers import FORBIDDEN_IN_HEADERS
 
 __all__ = [
-    "FakeMailer",
     "FileMailer",
     "Mailer",
-    "SentMail",
     "SmtpMailer",
     "SmtpSettings",
     "mailer_from_url",
@@ -155,7 +153,7 @@ def _by_code(code: int, text: str) -> HeraldError:
     return TransientError(message)
 
 
-def _check_envelope(from_addr: str, to_addrs: Sequence[str]) -> list[str]:
+def check_envelope(from_addr: str, to_addrs: Sequence[str]) -> list[str]:
     if isinstance(to_addrs, str):
         raise PermanentError("to_addrs must be a sequence of addresses, not one string")
     recipients = list(to_addrs)
@@ -249,7 +247,7 @@ class SmtpMailer:
         others were accepted: send one recipient per call to account per
         recipient.
         """
-        recipients = _check_envelope(from_addr, to_addrs)
+        recipients = check_envelope(from_addr, to_addrs)
         where = f"{self.settings.host}:{self.settings.port}"
         reused = False
         try:
@@ -420,7 +418,7 @@ class FileMailer:
         return f"FileMailer({str(self.directory)!r})"
 
     def send(self, message: bytes, *, from_addr: str, to_addrs: Sequence[str]) -> None:
-        _check_envelope(from_addr, to_addrs)
+        check_envelope(from_addr, to_addrs)
         slug = _slug(message)
         with self._lock:
             while True:
@@ -438,40 +436,6 @@ class FileMailer:
 
     def close(self) -> None:
         """Nothing to release; present for the Mailer interface."""
-
-
-class SentMail(NamedTuple):
-    message: EmailMessage  # parsed from ``raw`` as a receiver would
-    from_addr: str
-    to_addrs: tuple[str, ...]
-    raw: bytes
-
-
-class FakeMailer:
-    """Records sends in ``.sent``; ``fail_next(error, times)`` makes the next sends raise."""
-
-    def __init__(self) -> None:
-        self.sent: list[SentMail] = []
-        self.attempts = 0
-        self.closed = False
-        self._failures: list[BaseException] = []
-        self._lock = threading.Lock()
-
-    def fail_next(self, error: BaseException, times: int = 1) -> None:
-        with self._lock:
-            self._failures.extend([error] * times)
-
-    def send(self, message: bytes, *, from_addr: str, to_addrs: Sequence[str]) -> None:
-        recipients = _check_envelope(from_addr, to_addrs)
-        with self._lock:
-            self.attempts += 1
-            if self._failures:
-                raise self._failures.pop(0)
-            sent = SentMail(_parsed(message), from_addr, tuple(recipients), message)
-            self.sent.append(sent)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def mailer_from_url(url: str) -> Mailer:

@@ -11,7 +11,6 @@ removed, whitespace collapsed, length capped (OWASP LLM01/LLM05/LLM06).
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections import Counter
@@ -22,13 +21,15 @@ from typing import Any, Protocol
 import openai
 from openai.types.chat import ChatCompletion
 
-from herald.enrich.pii import EMAIL_PATTERN
 from herald.enrich.prompts import SYSTEM_PROMPT, changes_message
+from herald.enrich.sanitise import INVISIBLE as _INVISIBLE
+from herald.enrich.sanitise import MAX_SUMMARY_CHARS, sanitise_summary
+from herald.enrich.sanitise import SPACES as _SPACES
+from herald.enrich.sanitise import cap as _cap
 from herald.errors import HeraldError, PermanentError, TransientError
 
 __all__ = [
     "MAX_SUMMARY_CHARS",
-    "FakeSummariser",
     "OfflineSummariser",
     "OpenAISummariser",
     "Summariser",
@@ -36,8 +37,6 @@ __all__ = [
     "sanitise_summary",
     "summariser_from_settings",
 ]
-
-MAX_SUMMARY_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -59,56 +58,9 @@ class Summariser(Protocol):
 
 # -- output handling ------------------------------------------------------------------------
 
-# Control and invisible formatting characters (bidi overrides, zero-width) that could hide
-# or reorder text in an email; whitespace of every kind is collapsed separately.
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]"
-)
-_SPACES = re.compile(r"\s+")
-# Links a mail client would make clickable: scheme URLs, www., domains with a path, and
-# bare domains on common TLDs. Linear: bounded or possessive repeats, one way to match.
-_URL = re.compile(
-    r"(?i)(?<![\w.\-])(?:"
-    r"[a-z][a-z0-9+.\-]{1,15}://\S*+"
-    r"|(?:mailto|javascript|vbscript|data|file|tel|sms):\S*+"
-    r"|www\.\S*+"
-    r"|(?:[a-z0-9][a-z0-9\-]*+\.)+[a-z]{2,63}+/\S*+"
-    r"|(?:[a-z0-9][a-z0-9\-]*+\.)+"
-    r"(?:com|net|org|info|biz|io|co|me|ly|app|dev|xyz|top|ru|cn|tk|site|online|link|click)"
-    r"(?![\w\-])"
-    r")"
-)
-
-
-def sanitise_summary(text: str, max_chars: int = MAX_SUMMARY_CHARS) -> str:
-    """Make model output safe to put in an email: one short line, no links, no addresses.
-
-    Aliases (``EMAIL_1``) survive; they are put back by the caller. An address in the
-    output was invented or injected, never ours, so it is removed, not unaliased.
-    """
-    text = text[: max_chars * 8]  # bound the work before any pattern runs
-    text = _INVISIBLE.sub("", text)
-    text = EMAIL_PATTERN.sub("[email removed]", text)
-    text = _URL.sub(_link_removed, text)
-    text = _SPACES.sub(" ", text).strip()
-    return _cap(text, max_chars)
-
-
-def _link_removed(match: re.Match[str]) -> str:
-    """Replace a link, keeping the sentence's own punctuation that the match swallowed."""
-    link = match.group(0)
-    kept = link.rstrip(".,;:!?'\"")
-    while kept.endswith(")") and kept.count(")") > kept.count("("):
-        kept = kept[:-1].rstrip(".,;:!?'\"")
-    return "[link removed]" + link[len(kept) :]
-
-
-def _cap(text: str, max_chars: int) -> str:
-    """Cut at a word boundary and end with "…" when ``text`` is longer than ``max_chars``."""
-    if len(text) <= max_chars:
-        return text
-    cut = text.rfind(" ", max_chars // 2, max_chars)
-    return text[: cut if cut > 0 else max_chars - 1].rstrip(" ,;:") + "…"
+# ``sanitise_summary`` (links, addresses, invisible characters, length) and
+# ``restore_summary`` (the same again once the real values are back) live in
+# herald/enrich/sanitise.py; re-exported here for the callers that know them from here.
 
 
 # -- the real client ------------------------------------------------------------------------
@@ -353,45 +305,6 @@ def _join(parts: list[str]) -> str:
     if len(parts) <= 1:
         return "".join(parts)
     return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-# -- for tests ------------------------------------------------------------------------------
-
-
-class FakeSummariser:
-    """Records every call in ``.calls`` and returns ``text``; can be told to raise.
-
-    ``error`` (if set) is raised on every call; ``fail_next(error, times)`` raises it for
-    the next ``times`` calls only, then the fake succeeds again.
-    """
-
-    def __init__(
-        self,
-        text: str = "A record changed.",
-        *,
-        model: str = "fake",
-        error: BaseException | None = None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-    ) -> None:
-        self.text = text
-        self.model = model
-        self.error = error
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.calls: list[list[Mapping[str, Any]]] = []
-        self._failures: list[BaseException] = []
-
-    def fail_next(self, error: BaseException, times: int = 1) -> None:
-        self._failures.extend([error] * times)
-
-    def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
-        self.calls.append(copy.deepcopy(list(changes)))
-        if self._failures:
-            raise self._failures.pop(0)
-        if self.error is not None:
-            raise self.error
-        return Summary(self.text, self.model, self.prompt_tokens, self.completion_tokens)
 
 
 def summariser_from_settings(

@@ -16,12 +16,11 @@ from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
 from herald.breaker import CircuitOpen, guarded
-from herald.changes import Change
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
 from herald.enrich.pii import alias_pii
 from herald.errors import PermanentError, TransientError
-from herald.ledger import JobRef, NewJob
+from herald.ledger import JobContext, JobRef, NewJob
 from herald.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -36,40 +35,23 @@ class EnrichOutcome:
     summary_status: str  # ok | offline | unavailable | skipped
     email_jobs: list[JobRef]
     summary: Summary | None = None
-
-
-def load_notification(conn, notification_id: int) -> tuple[dict, list[Change]]:
-    notification = conn.execute(queries["load_notification"], {"id": notification_id}).fetchone()
-    if notification is None:
-        raise PermanentError(f"notification {notification_id} does not exist")
-    rows = conn.execute(queries["load_changes"], {"ids": notification["change_ids"]}).fetchall()
-    return notification, [Change.from_row(r) for r in rows]
+    #: The hand-off completed the job in its own statement (false: it was no longer running).
+    completed: bool = False
 
 
 def enrich(
+    ctx: JobContext,
     pool: ConnectionPool,
     settings: Settings,
     summariser: Summariser,
-    job_id: int,
     *,
     final_attempt: bool,
 ) -> EnrichOutcome:
     """Summarise one notification and write its email jobs; returns them for publishing."""
-    attempt = ledger.current(job_id)
-    job: db.DictRow | None  # the attempt's, or locked here
-    if attempt is not None:  # started by the ledger middleware, which read all this
-        job, notification = attempt.job, attempt.notification
-        changes, existing = attempt.changes, attempt.summary
-        if notification is None:
-            raise PermanentError(f"notification {job['notification_id']} does not exist")
-    else:
-        with db.connection(pool) as conn:
-            job = conn.execute(queries["lock_job"], {"id": job_id}).fetchone()
-            if job is None:
-                raise PermanentError(f"job {job_id} does not exist")
-            notification, changes = load_notification(conn, job["notification_id"])
-            existing = conn.execute(queries["load_summary"], {"id": notification["id"]}).fetchone()
-            conn.rollback()  # hold no lock while the model thinks
+    job, notification = ctx.job, ctx.notification
+    changes, existing = ctx.changes, ctx.summary
+    if notification is None:
+        raise PermanentError(f"notification {job['notification_id']} does not exist")
 
     summary: Summary | None = None
     aliases: dict[str, str] = {}
@@ -82,7 +64,7 @@ def enrich(
         aliases = aliased.aliases
         try:
             # Rate limit and circuit breaker first: they may raise Postponed (deferred).
-            known = attempt.breakers.get("ai", "closed") if attempt is not None else None
+            known = ctx.breakers.get("ai", "closed")
             with guarded(pool, settings, "ai", known_state=known) as call:
                 with call.made():
                     summary = summariser.summarise(aliased.data)
@@ -127,7 +109,7 @@ def enrich(
         rows = conn.execute(
             queries["enrich_handoff"],
             {
-                "job_id": job_id,
+                "job_id": ctx.job_id,
                 "save": status != "skipped",
                 "notification_id": notification["id"],
                 "status": status,
@@ -145,6 +127,4 @@ def enrich(
     if not rows or not rows[0]["completed"]:
         return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
     refs = ledger.job_refs([r for r in rows if r["id"] is not None])
-    if attempt is not None:
-        attempt.completed = True  # committed above: the middleware need not complete it
-    return EnrichOutcome(status, refs, summary)
+    return EnrichOutcome(status, refs, summary, completed=True)

@@ -5,12 +5,44 @@
 -- yet: claimed_at is set with the outcome by write_batch, in the same transaction, so each
 -- row is written once. SKIP LOCKED lets concurrent claimers pass each other; no high-water
 -- mark, so a change committed late (with a lower id) is still found.
-SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
-  FROM herald.change_log
- WHERE claimed_at IS NULL
- ORDER BY id
- LIMIT %(limit)s
-   FOR UPDATE SKIP LOCKED;
+-- Routing needs no row values: old_row and new_row are never fetched, only their JSON
+-- types, so the orchestrator's memory does not depend on what the rows hold. Each change is
+-- measured for the stages that do load it: the bytes of its JSON as text (row_pk, old_row
+-- and new_row together at most %(max_bytes)s) and, only when it fits, whether one of them
+-- nests deeper than %(max_depth)s levels (`too_deep` names the first; the probe stops at
+-- that level). A change over either limit comes back without its row_pk: psycopg's JSON
+-- decoder recurses once per level and raises RecursionError on thousands.
+WITH locked AS MATERIALIZED (
+    SELECT id
+      FROM herald.change_log
+     WHERE claimed_at IS NULL
+     ORDER BY id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), measured AS MATERIALIZED (
+    SELECT c.id, s.pk_bytes, s.old_bytes, s.new_bytes,
+           s.pk_bytes + s.old_bytes + s.new_bytes <= %(max_bytes)s AS fits,
+           CASE WHEN s.pk_bytes + s.old_bytes + s.new_bytes > %(max_bytes)s THEN NULL
+                WHEN herald.jsonb_nested_at_least(c.row_pk, %(max_depth)s + 1) THEN 'row_pk'
+                WHEN herald.jsonb_nested_at_least(c.old_row, %(max_depth)s + 1) THEN 'old_row'
+                WHEN herald.jsonb_nested_at_least(c.new_row, %(max_depth)s + 1) THEN 'new_row'
+           END AS too_deep
+      FROM locked
+      JOIN herald.change_log c USING (id)
+     CROSS JOIN LATERAL (
+           SELECT coalesce(octet_length(c.row_pk::text), 0) AS pk_bytes,
+                  coalesce(octet_length(c.old_row::text), 0) AS old_bytes,
+                  coalesce(octet_length(c.new_row::text), 0) AS new_bytes
+           OFFSET 0  -- measured once, not once per mention
+     ) s
+)
+SELECT c.id, c.table_name, c.operation, c.changed_at,
+       CASE WHEN m.fits AND m.too_deep IS NULL THEN c.row_pk END AS row_pk,
+       jsonb_typeof(c.old_row) AS old_row_type, jsonb_typeof(c.new_row) AS new_row_type,
+       m.pk_bytes, m.old_bytes, m.new_bytes, m.too_deep
+  FROM measured m
+  JOIN herald.change_log c USING (id)
+ ORDER BY c.id;
 
 -- name: write_batch
 -- One statement for a batch: every change's claim and outcome, one notification per routed
@@ -88,16 +120,9 @@ SELECT id, message_id, actor, queue, priority
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED;
 
--- name: job_start
--- The ledger middleware, before an attempt. Only pending or running (redelivered after a
--- crash) jobs run; canceled, superseded, complete and failed ones are skipped.
-UPDATE herald.jobs
-   SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
- WHERE id = %(id)s AND status IN ('pending', 'running')
-RETURNING id, status, attempts;
-
 -- name: job_start_load
--- job_start for one job or a batch (%(ids)s) and, in the same statement, everything each
+-- Start one job or a batch (%(ids)s): only pending or running (redelivered after a crash)
+-- jobs run; canceled, superseded, complete and failed ones are not. In the same statement, everything each
 -- job's step reads: the notification, its changes (one row each, in id order; one row with
 -- NULL change columns when it has none), its summary and the circuit breakers' states.
 -- Rows come in job id order. A job that must not run comes back as one row with
@@ -112,7 +137,7 @@ WITH started AS (
 )
 SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
        s.attempts AS job_attempts, j.notification_id, j.change_id AS job_change_id, j.recipient,
-       j.message_id AS job_message_id, j.priority AS job_priority,
+       j.message_id AS job_message_id, j.priority AS job_priority, j.actor AS job_actor,
        n.id AS n_id, n.route AS n_route, n.table_name AS n_table_name, n.row_pk AS n_row_pk,
        n.change_ids AS n_change_ids, n.recipients AS n_recipients, n.ai AS n_ai,
        n.on_ai_failure AS n_on_ai_failure, n.priority AS n_priority,
@@ -128,9 +153,6 @@ SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
   LEFT JOIN herald.change_log c ON c.id = ANY (n.change_ids)
  WHERE j.id = ANY(%(ids)s::bigint[])
  ORDER BY j.id, c.id;
-
--- name: job_status
-SELECT id, status FROM herald.jobs WHERE id = %(id)s;
 
 -- name: job_complete
 UPDATE herald.jobs
@@ -278,10 +300,6 @@ UPDATE herald.deliveries
    SET status = 'sending', attempts = attempts + 1, ambiguous = ambiguous OR %(ambiguous)s
  WHERE id = %(id)s
 RETURNING id, status, attempts, ambiguous;
-
--- name: delivery_sent
-UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
- WHERE id = %(id)s;
 
 -- name: delivery_sent_job_complete
 -- After the SMTP server accepted: the delivery is sent, the job complete and, when the call
