@@ -33,8 +33,8 @@ from dramatiq.middleware import Middleware
 from psycopg_pool import ConnectionPool
 
 from actors.ledger_middleware import job_id_of
+from herald import ledger
 from herald.ratelimit import Postponed
-from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Deferrals(Middleware):
         if job_id is None or not _is_ledger(broker, message):
             return
         with self.pool.connection() as conn:
-            conn.execute(queries["job_deferred"], {"id": job_id, "reason": exception.reason})
+            ledger.deferred(conn, job_id, exception.reason)
 
 
 def _is_ledger(broker: dramatiq.Broker, message: Any) -> bool:

@@ -161,11 +161,15 @@ def truncate(url: str) -> None:
         conn.execute(f"TRUNCATE {HERALD_TABLES}")
 
 
+#: Herald's worker command's broker argument (`dramatiq herald.worker:setup`).
+WORKER = "herald.worker:setup"
+
+
 class WorkerGroup:
     """`dramatiq <module> --processes P --threads T [--queues ...]` in its own process group."""
 
     def __init__(self, env: dict[str, str], log: Path, *, processes: int, threads: int,
-                 module: str = "herald.worker:setup", queues: list[str] | None = None) -> None:  # fmt: skip
+                 module: str = WORKER, queues: list[str] | None = None) -> None:  # fmt: skip
         self.processes = processes
         self.log_path = log
         self.log = log.open("wb")

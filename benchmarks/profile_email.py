@@ -107,20 +107,20 @@ def orchestrator_figures(url, pool, settings, args) -> None:
 
 
 def email_figures(url, pool, settings, args) -> None:
+    import dataclasses
+
     import dramatiq
 
-    import actors
-    from actors import runtime
-    from actors.email import send_email
     from actors.publish import message_for
-    from actors.runtime import Runtime
+    from herald.bootstrap import bootstrap
     from herald.email.smtp import mailer_from_url
-    from herald.enrich.ai import FakeSummariser
+    from herald.testing import FakeSummariser
     from orchestrator.orchestrate import run_orchestrator
 
     mailer = mailer_from_url(settings.smtp_url)
-    runtime.install(Runtime(settings, pool, mailer, FakeSummariser()))
-    broker = actors.broker
+    in_process = dataclasses.replace(settings, broker_url="stub://", waker=False)
+    app = bootstrap(in_process, mailer=mailer, summariser=FakeSummariser(), pool=pool)
+    broker, send_email = app.broker, app.actors.send_email
     insert_changes(url, "bench_plain", args.emails)
     published: list = []
     run_orchestrator(pool, settings, _recording_publish(published), max_runtime=300)
@@ -167,7 +167,7 @@ def email_figures(url, pool, settings, args) -> None:
         f"{cpu / len(times) * 1000:.2f} ms per email; jobs {counts}"
     )
     mailer.close()
-    runtime.install(None)
+    app.broker.close()
 
 
 if __name__ == "__main__":

@@ -246,6 +246,11 @@ def delayed(conn: psycopg.Connection[Any], job_id: int, delay_seconds: float) ->
     conn.execute(queries["job_delayed"], {"id": job_id, "delay_seconds": delay_seconds})
 
 
+def deferred(conn: psycopg.Connection[Any], job_id: int, reason: str) -> None:
+    """Put off, not failed: pending again, the attempt given back, a deferral counted."""
+    conn.execute(queries["job_deferred"], {"id": job_id, "reason": reason})
+
+
 def fail(conn: psycopg.Connection[Any], job_id: int, error: str) -> None:
     conn.execute(queries["job_failed"], {"id": job_id, "error": error})
 

@@ -38,7 +38,6 @@ from herald.email.smtp import Mailer
 from herald.errors import PermanentError
 from herald.ledger import JobRef, describe
 from herald.ratelimit import Postponed
-from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def send_batch(
         except Postponed as exc:
             deferred = f"deferred: {exc.reason}; next try in about {exc.retry_in:.1f}s"
             with db.autocommit(pool) as conn:
-                conn.execute(queries["job_deferred"], {"id": ctx.job_id, "reason": deferred})
+                ledger.deferred(conn, ctx.job_id, deferred)
             report.deferred.append(Deferral(ctx.ref, exc))
             reason = f"handed back: {exc.reason} for an earlier job of its batch"
             _hand_back(pool, report, rest, alone=True, reason=reason)
