@@ -1,0 +1,97 @@
+"""What every route needs: the services, a database connection, the shared filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from pydantic import StringConstraints
+
+from herald.db import DictConnection
+from herald.web.broker import BrokerProbe
+from herald.web.models import Status
+from herald.web.services import WebServices
+from monitoring.jobs_api import JobFilter
+
+#: Seconds a request waits for a pooled connection before answering 503.
+POOL_TIMEOUT_SECONDS = 5.0
+
+#: Text parameters: bounded, and never a NUL (PostgreSQL text cannot hold one).
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+BIGINT_MAX = 2**63 - 1
+
+
+def services(request: Request) -> WebServices:
+    found: WebServices = request.app.state.services
+    return found
+
+
+def probe(request: Request) -> BrokerProbe:
+    found: BrokerProbe = request.app.state.broker
+    return found
+
+
+@contextmanager
+def database(request: Request) -> Iterator[DictConnection]:
+    """A pooled connection in autocommit mode (the store's writes open their own
+    transactions); a pool that cannot give one in time becomes a 503."""
+    pool = services(request).pool
+    with pool.connection(timeout=POOL_TIMEOUT_SECONDS) as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def job_filter(
+    status: Annotated[Status | None, Query(description="one status")] = None,
+    actor: Annotated[Text | None, Query(description="enrich or send_email")] = None,
+    queue: Annotated[Text | None, Query(description="enrich or email")] = None,
+    route: Annotated[Text | None, Query(description="the route's name")] = None,
+    table: Annotated[Text | None, Query(description="table, with or without its schema")] = None,
+    recipient: Annotated[Text | None, Query(description="exact address")] = None,
+    change_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
+    created_after: Annotated[datetime | None, Query(description="ISO 8601; UTC if no zone")] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="ISO 8601; UTC if no zone")
+    ] = None,
+    q: Annotated[
+        Text | None,
+        Query(description="free text in the last error or the recipient (newest 100,000 jobs)"),
+    ] = None,
+) -> JobFilter:
+    return JobFilter(
+        status=status,
+        actor=actor,
+        queue=queue,
+        route=route,
+        table=table,
+        recipient=recipient,
+        change_id=change_id,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+        q=q,
+    )
+
+
+def filter_query(where: JobFilter, **override: Any) -> dict[str, str]:
+    """The filters as query parameters (for links that keep them)."""
+    values = {**where.__dict__, **override}
+    out = {}
+    for key, value in values.items():
+        if value is None or value == "":
+            continue
+        out[key] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return out

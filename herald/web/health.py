@@ -1,0 +1,223 @@
+"""`/livez`, `/readyz`, `/health`: for a load balancer, an orchestrator, and a person.
+
+Liveness checks nothing outside the process (a restart cures nothing else). Readiness is
+PostgreSQL reachable with every migration applied, and RabbitMQ reachable: 200 or 503.
+`/health` is `application/health+json` (draft-inadarei-api-health-check): `status` pass,
+warn or fail and a `checks` map; a dependency down is `fail` (503); an open circuit
+breaker, a backlog or a late orchestrator is `warn` (200).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from herald import sql
+from herald.web.broker import BrokerDown, BrokerProbe
+from herald.web.models import Health, Liveness
+from herald.web.services import WebServices
+from monitoring import jobs_api
+from monitoring.metrics import KNOWN_ACTORS
+
+HEALTH_JSON = "application/health+json"
+#: Seconds to wait for a pooled connection before PostgreSQL counts as down.
+DB_TIMEOUT_SECONDS = 2.0
+
+#: Past these, /health says `warn`.
+WARN_PENDING = 10_000
+WARN_OLDEST_PENDING_SECONDS = 300.0
+WARN_UNCLAIMED = 1_000
+WARN_OLDEST_UNCLAIMED_SECONDS = 180.0
+WARN_ORCHESTRATOR_SILENT_SECONDS = 300.0
+
+#: Every queue Herald's actors use, with Dramatiq's delay (.DQ) and dead-letter (.XQ) ones.
+QUEUES = tuple(
+    name
+    for queue in sorted(set(KNOWN_ACTORS.values()))
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ")
+)
+
+router = APIRouter(tags=["health"])
+
+
+def _services(request: Request) -> WebServices:
+    services: WebServices = request.app.state.services
+    return services
+
+
+def _probe(request: Request) -> BrokerProbe:
+    probe: BrokerProbe = request.app.state.broker
+    return probe
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _check(status: str, value: Any = None, unit: str | None = None, **more: Any) -> dict[str, Any]:
+    check: dict[str, Any] = {"status": status, "time": _now()}
+    if value is not None:
+        check["observedValue"] = value
+    if unit:
+        check["observedUnit"] = unit
+    check.update(more)
+    return check
+
+
+def _worst(statuses: list[str]) -> str:
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = call()
+    return result, round((time.perf_counter() - started) * 1000, 3)
+
+
+def database_checks(
+    services: WebServices, *, figures: bool
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """PostgreSQL's checks (reachable, migrations) and, when asked and reachable, the
+    ledger's figures."""
+    expected = [name for name, _ in sql.migrations()]
+
+    def read() -> tuple[list[str], dict[str, Any]]:
+        with services.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn:
+            missing = jobs_api.missing_migrations(conn, expected)
+            return missing, jobs_api.health_figures(conn) if figures else {}
+
+    try:
+        (missing, found), ms = _timed(read)
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        down = _check("fail", output=f"PostgreSQL unreachable ({type(exc).__name__})",
+                      componentType="datastore")  # fmt: skip
+        return {"postgresql:responseTime": [down]}, {}
+    note = {"output": f"not applied: {', '.join(missing)} (run herald db upgrade)"}
+    checks = {
+        "postgresql:responseTime": [_check("pass", ms, "ms", componentType="datastore")],
+        "postgresql:migrations": [
+            _check(
+                "fail" if missing else "pass",
+                missing[0] if missing else expected[-1],
+                componentType="datastore",
+                **(note if missing else {}),
+            )
+        ],  # fmt: skip
+    }
+    return checks, found
+
+
+def broker_checks(probe: BrokerProbe, *, depths: bool) -> dict[str, list[dict[str, Any]]]:
+    try:
+        _, ms = _timed(probe.ping)
+        queues = probe.depths(QUEUES) if depths else []
+    except BrokerDown as exc:
+        return {
+            "rabbitmq:responseTime": [
+                _check("fail", output=f"RabbitMQ unreachable ({exc})", componentType="component")
+            ]
+        }
+    checks = {"rabbitmq:responseTime": [_check("pass", ms, "ms", componentType="component")]}
+    if depths:
+        checks["rabbitmq:messagesReady"] = [
+            _check("pass", q.ready, componentId=q.queue, consumers=q.consumers, exists=q.exists)
+            for q in queues
+        ]
+    return checks
+
+
+def ledger_checks(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    if not figures:
+        return {}
+    pending, oldest = figures["pending"], figures["oldest_pending_seconds"]
+    unclaimed, oldest_unclaimed = figures["unclaimed"], figures["oldest_unclaimed_seconds"]
+    last = figures["last_orchestrator_success"]
+    silent = (figures["now"] - last).total_seconds() if last else None
+    return {
+        "circuitBreaker:state": [
+            _check(
+                "warn" if b["state"] != "closed" else "pass",
+                b["state"],
+                componentId=b["breaker"],
+                consecutiveFailures=b["consecutive_failures"],
+            )
+            for b in figures["breakers"]
+        ],  # fmt: skip
+        "jobs:pending": [_check("warn" if pending > WARN_PENDING else "pass", pending)],
+        "jobs:running": [_check("pass", figures["running"])],
+        "jobs:failed": [_check("pass", figures["failed"])],
+        "jobs:oldestPendingAge": [
+            _check(
+                "warn" if (oldest or 0) > WARN_OLDEST_PENDING_SECONDS else "pass",
+                round(oldest or 0.0, 3),
+                "s",
+            )
+        ],  # fmt: skip
+        "changes:unclaimed": [
+            _check(
+                "warn"
+                if unclaimed > WARN_UNCLAIMED
+                or (oldest_unclaimed or 0) > WARN_OLDEST_UNCLAIMED_SECONDS
+                else "pass",
+                unclaimed,
+                oldestSeconds=round(oldest_unclaimed or 0.0, 3),
+            )
+        ],  # fmt: skip
+        "orchestrator:lastSuccess": [
+            _check(
+                "warn" if silent is None or silent > WARN_ORCHESTRATOR_SILENT_SECONDS else "pass",
+                last.isoformat() if last else None,
+                secondsAgo=round(silent, 3) if silent is not None else None,
+            )
+        ],  # fmt: skip
+    }
+
+
+def health_document(services: WebServices, probe: BrokerProbe) -> dict[str, Any]:
+    db, figures = database_checks(services, figures=True)
+    checks = {**db, **broker_checks(probe, depths=True), **ledger_checks(figures)}
+    status = _worst([c["status"] for entries in checks.values() for c in entries])
+    return {
+        "status": status,
+        "serviceId": "herald",
+        "description": "Herald: PostgreSQL changes become emails",
+        "checks": checks,
+    }
+
+
+@router.get("/livez", response_model=Liveness, summary="The process answers (nothing else checked)")
+def livez() -> dict[str, str]:
+    return {"status": "pass"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "a dependency is down"}},
+    summary="PostgreSQL (schema current) and RabbitMQ reachable",
+)
+def readyz(request: Request) -> JSONResponse:
+    db, _ = database_checks(_services(request), figures=False)
+    checks = {**db, **broker_checks(_probe(request), depths=False)}
+    status = _worst([c["status"] for entries in checks.values() for c in entries])
+    body = {"status": status, "checks": checks}
+    return JSONResponse(body, status_code=503 if status == "fail" else 200, media_type=HEALTH_JSON)
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "a dependency is down"}},
+    summary="Dependencies, breakers, queue depths, backlog (application/health+json)",
+)
+def health(request: Request) -> JSONResponse:
+    body = health_document(_services(request), _probe(request))
+    status = 503 if body["status"] == "fail" else 200
+    return JSONResponse(body, status_code=status, media_type=HEALTH_JSON)
