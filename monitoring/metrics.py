@@ -40,19 +40,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from herald.ledger import QUEUES, STATUSES
+
 # --------------------------------------------------------------------------------------
 # Label values that are known in advance (pre-initialised to zero)
 # --------------------------------------------------------------------------------------
 
-#: Every Dramatiq actor Herald runs, mapped to its queue. The pair is the ``actor`` /
-#: ``queue`` label set of every per-actor metric.
-KNOWN_ACTORS: dict[str, str] = {
-    "orchestrate": "orchestrate",
-    "enrich": "enrich",
-    "send_email": "email",
-    "sweep": "maintenance",
-    "purge": "maintenance",
-}
+#: Every Dramatiq actor Herald runs, mapped to its queue (defined once, in the ledger). The
+#: pair is the ``actor`` / ``queue`` label set of every per-actor metric.
+KNOWN_ACTORS: dict[str, str] = dict(QUEUES)
 
 #: ``herald_deliveries_total{status}``: the terminal outcomes of one SMTP delivery.
 #: ``ambiguous`` = the connection broke after DATA; the server may or may not have it.
@@ -61,15 +57,8 @@ DELIVERY_STATUSES: tuple[str, ...] = ("sent", "failed", "ambiguous")
 #: ``herald_ai_tokens_total{kind}``: as reported by the Chat Completions ``usage``.
 TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion")
 
-#: ``herald_jobs{status}``: every status of a row in ``herald.jobs`` (the ledger).
-JOB_STATUSES: tuple[str, ...] = (
-    "pending",
-    "running",
-    "complete",
-    "failed",
-    "canceled",
-    "superseded",
-)
+#: ``herald_jobs{status}``: every status of a row in ``herald.jobs`` (the ledger's list).
+JOB_STATUSES: tuple[str, ...] = STATUSES
 
 #: ``herald_circuit_breaker_open{breaker}``: one breaker per external dependency.
 BREAKERS: tuple[str, ...] = ("smtp", "ai")
