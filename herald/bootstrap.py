@@ -21,7 +21,8 @@ from actors.publish import Publisher
 from actors.registry import Actors, declare_actors
 from herald.config import Settings
 from herald.db import DEFAULT_POOL_SIZE, make_pool
-from herald.email.smtp import Mailer, mailer_from_url
+from herald.email.mailer import Mailer
+from herald.email.smtp import mailer_from_url
 from herald.enrich.ai import Summariser, summariser_from_settings
 from herald.ledger import JobRef
 from herald.services import Services

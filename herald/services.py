@@ -12,7 +12,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from herald.config import Settings
-from herald.email.smtp import Mailer
+from herald.email.mailer import Mailer
 from herald.enrich.ai import Summariser
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any, NamedTuple
 
-from herald.email.smtp import check_envelope
+from herald.email.mailer import check_envelope
 from herald.enrich.ai import Summary
 
 

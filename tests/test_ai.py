@@ -11,7 +11,6 @@ import openai
 import pytest
 
 from herald.enrich.ai import (
-    FakeSummariser,
     OfflineSummariser,
     OpenAISummariser,
     Summary,
@@ -21,6 +20,7 @@ from herald.enrich.ai import (
 from herald.enrich.pii import alias_pii, unalias
 from herald.enrich.prompts import MAX_PROMPT_CHARS, SYSTEM_PROMPT
 from herald.errors import PermanentError, TransientError
+from herald.testing import FakeSummariser
 from tests.services.openai_server import FakeOpenAIServer
 
 CANARY_KEY = "sk-herald-canary-0123456789abcdef"

@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 
+from herald.email.mailer import FileMailer
 from herald.email.mime import build_message, message_id_for
 from herald.email.render import ChangeView, render_notification
-from herald.email.smtp import (
-    FakeMailer,
-    FileMailer,
-    SmtpMailer,
-    SmtpSettings,
-    mailer_from_url,
-)
+from herald.email.smtp import SmtpMailer, SmtpSettings, mailer_from_url
 from herald.errors import PermanentError, TransientError
+from herald.testing import FakeMailer
 from tests.services import free_port
 from tests.services.smtp import SmtpServer
 

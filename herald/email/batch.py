@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 from herald import db, ledger
 from herald.config import Settings
 from herald.email.deliver import DeliveryOutcome, send_notification_email
-from herald.email.smtp import Mailer
+from herald.email.mailer import Mailer
 from herald.errors import PermanentError
 from herald.ledger import JobRef, describe
 from herald.ratelimit import Postponed

@@ -22,9 +22,9 @@ from psycopg_pool import ConnectionPool
 from herald import db, ledger
 from herald.breaker import Call, guarded
 from herald.config import Settings
+from herald.email.mailer import Mailer
 from herald.email.mime import build_message, message_id_for
 from herald.email.render import ChangeView, render_notification
-from herald.email.smtp import Mailer
 from herald.enrich.pii import unalias
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext
