@@ -8,7 +8,6 @@ keeps draining, bounded by `max_runtime_seconds`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -23,14 +22,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
-from herald.changes import Change, check_change
-from herald.config import Route, Settings
+from herald.config import Settings
 from herald.db import DictConnection
-from herald.errors import PermanentError
 from herald.ledger import JobRef, NewJob, Publish
 from herald.sql import queries
 from orchestrator.claim import lock_batch
-from orchestrator.routing import route
+from orchestrator.debounce import write_debounced
+from orchestrator.routing import Outcome, Planned, first_jobs, plan
 
 logger = logging.getLogger(__name__)
 
@@ -66,94 +64,12 @@ class RunReport:
         }
 
 
-@dataclass(frozen=True)
-class Planned:
-    change: Change
-    route: Route
-
-
-def plan(
-    changes: list[Change], settings: Settings
-) -> tuple[list[Planned], list[tuple[int, str, str | None]]]:
-    """Route each change; return what to notify and every change's outcome."""
-    planned: list[Planned] = []
-    outcomes: list[tuple[int, str, str | None]] = []
-    for change in changes:
-        try:
-            check_change(change)
-        except PermanentError as exc:
-            logger.warning("Change %d is malformed: %s", change.id, exc)
-            outcomes.append((change.id, "failed", str(exc)))
-            continue
-        chosen = route(change, settings.routes)
-        if chosen is None:
-            outcomes.append((change.id, "skipped", "no matching route"))
-        elif not chosen.recipients:
-            outcomes.append((change.id, "skipped", f"route {chosen.name!r} has no recipients"))
-        else:
-            planned.append(Planned(change, chosen))
-            outcomes.append((change.id, "routed", None))
-    return planned, outcomes
-
-
-def debounce_key(p: Planned) -> str:
-    """Changes to the same row on the same route fold together."""
-    return f"{p.route.name}|{p.change.table_name}|{json.dumps(p.change.row_pk, sort_keys=True)}"
-
-
-def write_debounced(conn: DictConnection, planned: list[Planned], settings: Settings) -> int:
-    """Fold changes into each row's open notification; its jobs wait in the ledger until due.
-
-    The previous notification's jobs (never published) become `superseded`, and a new
-    notification listing every change so far takes their place. Returns jobs written.
-    """
-    groups: dict[str, list[Planned]] = {}
-    for p in planned:
-        groups.setdefault(debounce_key(p), []).append(p)
-    written = 0
-    for key, items in groups.items():
-        first, last = items[0], items[-1]
-        route = first.route
-        change_ids = [p.change.id for p in items]
-        first_change_at = first.change.changed_at
-        existing = conn.execute(queries["open_debounced_notification"], {"key": key}).fetchone()
-        if existing:
-            change_ids = list(existing["change_ids"]) + change_ids
-            first_change_at = existing["first_change_at"]
-        row = conn.execute(
-            queries["insert_debounced_notification"],
-            {
-                "route": route.name,
-                "table_name": first.change.table_name,
-                "row_pk": Jsonb(first.change.row_pk),
-                "change_ids": change_ids,
-                "recipients": list(route.recipients),
-                "ai": route.ai and settings.ai.enabled,
-                "on_ai_failure": route.on_ai_failure,
-                "priority": route.priority,
-                "key": key,
-                "first_change_at": first_change_at,
-                "window": route.debounce_seconds,
-                "window_max": route.debounce_window_max,
-            },
-        ).fetchone()
-        assert row is not None  # INSERT ... RETURNING of one row
-        if existing:
-            conn.execute(
-                queries["supersede_jobs"], {"notification_id": existing["id"], "by": row["id"]}
-            )
-        refs = ledger.write_jobs(conn, first_jobs(row["id"], last, settings))
-        conn.execute(queries["set_jobs_eta"], {"eta": row["due_at"], "ids": [r.id for r in refs]})
-        written += len(refs)
-    return written
-
-
 def write_batch(
     conn: DictConnection,
     planned: list[Planned],
     settings: Settings,
     *,
-    outcomes: list[tuple[int, str, str | None]] | None,
+    outcomes: list[Outcome] | None,
 ) -> list[JobRef]:
     """Write a batch: its notifications, their first jobs and (when given) every change's
     claim and outcome, in one statement (`write_batch`).
@@ -205,16 +121,6 @@ def write_batch(
     return ledger.job_refs(rows)
 
 
-def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[NewJob]:
-    """AI routes start with enrich; the others go straight to one email job per recipient."""
-    if p.route.ai and settings.ai.enabled:
-        return [NewJob("enrich", notification_id, p.change.id, None, p.route.priority)]
-    return [
-        NewJob("send_email", notification_id, p.change.id, r, p.route.priority)
-        for r in p.route.recipients
-    ]
-
-
 def run_batch(
     pool: ConnectionPool,
     settings: Settings,
@@ -236,7 +142,7 @@ def run_batch(
                 return -1
             # Lock the batch's changes, route them, then one statement writes the claims,
             # outcomes, notifications and jobs (each change row is written once).
-            changes = lock_batch(conn, settings.orchestrator.batch_size)
+            changes = lock_batch(conn, settings.orchestrator.batch_size, settings.limits)
             planned, outcomes = plan(changes, settings)
             refs = write_batch(conn, planned, settings, outcomes=outcomes) if changes else []
         # Committed: the jobs exist. Publishing may fail; a later run republishes them.

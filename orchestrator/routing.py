@@ -1,16 +1,82 @@
-"""Routing: which route (recipients, AI, priority, mode) a change takes."""
+"""Routing: which route (recipients, AI, priority, mode) a change takes, every claimed
+change's outcome, and the first jobs of a routed change."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from herald.changes import Change
-from herald.config import Route
+from herald.changes import check_shape
+from herald.config import Route, Settings
+from herald.errors import PermanentError
+from herald.ledger import NewJob
+from orchestrator.claim import Claimed, Refused
+
+logger = logging.getLogger(__name__)
+
+#: (change id, outcome, error): what write_batch records for each claimed change.
+Outcome = tuple[int, str, str | None]
 
 
-def route(change: Change, routes: Sequence[Route]) -> Route | None:
+class Routable(Protocol):
+    """What routing reads of a change (a claimed one, or a loaded `herald.changes.Change`)."""
+
+    @property
+    def table_name(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    change: Claimed
+    route: Route
+
+
+def route(change: Routable, routes: Sequence[Route]) -> Route | None:
     """The first route matching the change's table and operation, or None."""
     for candidate in routes:
         if candidate.matches(change.table_name, change.operation):
             return candidate
     return None
+
+
+def plan(
+    changes: Sequence[Claimed | Refused], settings: Settings
+) -> tuple[list[Planned], list[Outcome]]:
+    """Route each change; return what to notify and every change's outcome. A refused or
+    malformed change fails alone, with its reason; the others go on."""
+    planned: list[Planned] = []
+    outcomes: list[Outcome] = []
+    for change in changes:
+        if isinstance(change, Refused):
+            logger.warning("Change %d refused: %s", change.id, change.reason)
+            outcomes.append((change.id, "failed", change.reason))
+            continue
+        try:
+            check_shape(change.id, change.operation, change.old_row_type, change.new_row_type)
+        except PermanentError as exc:
+            logger.warning("Change %d is malformed: %s", change.id, exc)
+            outcomes.append((change.id, "failed", str(exc)))
+            continue
+        chosen = route(change, settings.routes)
+        if chosen is None:
+            outcomes.append((change.id, "skipped", "no matching route"))
+        elif not chosen.recipients:
+            outcomes.append((change.id, "skipped", f"route {chosen.name!r} has no recipients"))
+        else:
+            planned.append(Planned(change, chosen))
+            outcomes.append((change.id, "routed", None))
+    return planned, outcomes
+
+
+def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[NewJob]:
+    """AI routes start with enrich; the others go straight to one email job per recipient."""
+    if p.route.ai and settings.ai.enabled:
+        return [NewJob("enrich", notification_id, p.change.id, None, p.route.priority)]
+    return [
+        NewJob("send_email", notification_id, p.change.id, r, p.route.priority)
+        for r in p.route.recipients
+    ]
