@@ -9,6 +9,7 @@ route, the recipient, the line of the TOML file).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from herald.changes import MAX_CHANGE_BYTES, MAX_CHANGE_DEPTH
-from herald.email.render import check_templates
-from herald.email.subject import SubjectTemplateError, compile_subject
-from herald.email.templating import (
-    DEFAULT_TEMPLATE,
-    Presentation,
-    TemplateProblem,
-    is_template_name,
-)
 from herald.headers import FORBIDDEN_IN_HEADERS
 
 PRIORITIES = ("urgent", "normal", "low")
+#: A route's `template`: the triplet `<name>.subject.txt`, `<name>.txt`, `<name>.html`.
+DEFAULT_TEMPLATE = "notification"
+TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MODES = ("immediate", "digest")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 ON_AI_FAILURE = ("send", "hold")
@@ -162,21 +158,16 @@ class Route:
 
 
 def _route_look(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A route's subject, label_field and template, checked: a subject template that
-    does not compile or names an unknown variable is refused here, not per email."""
+    """A route's subject, label_field and template as values; whether the templates
+    compile is the email stage's check at start (herald.templating.check_route_templates)."""
     subject = raw.get("subject")
-    if subject is not None:
-        if not isinstance(subject, str) or not subject.strip():
-            raise ConfigError(f"{where}: subject must be a non-empty Jinja2 template string")
-        try:
-            compile_subject(subject)
-        except SubjectTemplateError as exc:
-            raise ConfigError(f"{where}: subject {exc}") from None
+    if subject is not None and (not isinstance(subject, str) or not subject.strip()):
+        raise ConfigError(f"{where}: subject must be a non-empty Jinja2 template string")
     label_field = raw.get("label_field")
     if label_field is not None and (not isinstance(label_field, str) or not label_field):
         raise ConfigError(f"{where}: label_field must be a column name, not {label_field!r}")
     template = raw.get("template", DEFAULT_TEMPLATE)
-    if not isinstance(template, str) or not is_template_name(template):
+    if not isinstance(template, str) or not TEMPLATE_NAME.fullmatch(template):
         raise ConfigError(
             f"{where}: template {template!r} is not a template name (a-z, 0-9, _ and -; "
             "its files are <name>.subject.txt, <name>.txt and <name>.html)"
@@ -479,19 +470,6 @@ class Settings:
             merged[kind] = merged.get(kind, ()) + tuple(names)
         return merged
 
-    def presentation(self, route: str) -> Presentation:
-        """How the emails of the route named ``route`` are written (a route since removed
-        from the configuration: the defaults), for `render_notification`."""
-        found = next((r for r in self.routes if r.name == route), None)
-        if found is None:
-            return Presentation(templates_dir=self.mail_templates_dir)
-        return Presentation(
-            template=found.template,
-            subject=found.subject,
-            label_field=found.label_field,
-            templates_dir=self.mail_templates_dir,
-        )
-
     @property
     def mail_domain(self) -> str:
         return parseaddr(self.mail_from)[1].rpartition("@")[2] or "herald.invalid"
@@ -516,29 +494,15 @@ def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _templates_dir(value: Any, routes: tuple[Route, ...], config_path: str | None) -> str | None:
-    """`[mail] templates_dir` made absolute (a relative path is read from herald.toml's
-    folder), with every template the routes use checked now: a missing or broken one
-    stops the start, not each email."""
-    folder = None
-    if value is not None:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"[mail] templates_dir must be a folder path, not {value!r}")
-        base = Path(config_path).parent if config_path else Path.cwd()
-        folder = str((base / Path(value).expanduser()).resolve())
-        try:
-            check_templates([], folder)
-        except TemplateProblem as exc:
-            raise ConfigError(f"[mail] templates_dir: {exc}") from None
-    for name in dict.fromkeys(r.template for r in routes):
-        if folder is None and name == DEFAULT_TEMPLATE:
-            continue  # the packaged template, tested with the code
-        try:
-            check_templates([name], folder)
-        except TemplateProblem as exc:
-            route = next(r.name for r in routes if r.template == name)
-            raise ConfigError(f"route {route!r}: {exc}") from None
-    return folder
+def _templates_dir(value: Any, config_path: str | None) -> str | None:
+    """`[mail] templates_dir` made absolute: a relative path is read from herald.toml's
+    folder. Its templates are checked at start (herald.templating.check_route_templates)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"[mail] templates_dir must be a folder path, not {value!r}")
+    base = Path(config_path).parent if config_path else Path.cwd()
+    return str((base / Path(value).expanduser()).resolve())
 
 
 def settings_from_mapping(
@@ -604,7 +568,7 @@ def settings_from_mapping(
             f"[mail] batch_size must be an integer from 1 to {MAX_MAIL_BATCH_SIZE}, "
             f"not {mail_batch_size!r}"
         )
-    templates_dir = _templates_dir(mail.get("templates_dir"), routes, config_path)
+    templates_dir = _templates_dir(mail.get("templates_dir"), config_path)
 
     return Settings(
         database_url=env.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL),

@@ -7,16 +7,17 @@ import email
 import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2 import DictLoader, Environment, StrictUndefined
 
 from herald.email import render
 from herald.email.mime import build_message, message_id_for
 from herald.email.render import (
     ChangeView,
     FieldChange,
+    Presentation,
     RenderedEmail,
     render_notification,
 )
@@ -79,17 +80,21 @@ def on_the_wire(data: bytes) -> EmailMessage:
 # --- what the email shows -------------------------------------------------------------------
 
 
-def test_an_update_email_lists_only_the_changed_fields() -> None:
+def lines(text: str) -> list[str]:
+    """The text part's lines with runs of spaces (the alignment) collapsed."""
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def test_an_update_email_lists_the_changed_fields_and_names_the_row() -> None:
     change = update(
-        {"id": 7, "teacher": "Ann", "room": "A1", "seats": 10},
-        {"id": 7, "teacher": "Ann", "room": "B2", "seats": 12},
+        {"id": 7, "title": "Yoga", "teacher": "Ann", "room": "A1", "seats": 10},
+        {"id": 7, "title": "Yoga", "teacher": "Ann", "room": "B2", "seats": 12},
     )
     assert change.fields == [FieldChange("room", "A1", "B2"), FieldChange("seats", 10, 12)]
     out = rendered(change)
-    assert "room: A1 → B2" in out.text
-    assert "seats: 10 → 12" in out.text
-    assert "teacher" not in out.text
-    assert "B2" in out.html and "teacher" not in out.html
+    assert lines(out.text)[4:7] == ["Title: Yoga (unchanged)", "Room: A1 → B2", "Seats: 10 → 12"]
+    assert "Teacher" not in out.text
+    assert "B2" in out.html and "Teacher" not in out.html and "(unchanged)" in out.html
 
 
 def test_an_update_that_turns_1_into_true_is_a_change() -> None:
@@ -100,40 +105,116 @@ def test_an_update_that_turns_1_into_true_is_a_change() -> None:
 def test_an_update_shows_a_field_that_appeared_or_disappeared() -> None:
     change = update({"id": 7, "gone": "x"}, {"id": 7, "new": "y"})
     assert change.fields == [FieldChange("new", None, "y"), FieldChange("gone", "x", None)]
+    assert {"New: — → y", "Gone: x → —"} <= set(lines(rendered(change).text))
+
+
+def test_the_columns_follow_the_tables_order_when_it_is_known() -> None:
+    change = ChangeView(
+        1, "classes", "INSERT", {"id": 7}, None, {"id": 7, "seats": 3, "title": "Yoga"}, AT,
+        columns=("id", "title", "seats"),
+    )  # fmt: skip
+    assert [f.name for f in change.fields] == ["id", "title", "seats"]
 
 
 def test_an_insert_email_lists_every_new_field() -> None:
     out = rendered(insert({"id": 7, "title": "Yoga"}))
-    assert out.subject == "[Herald] INSERT on classes (id=7)"
-    assert "id: 7" in out.text and "title: Yoga" in out.text
+    assert out.subject == 'Classes: "Yoga" created'
+    assert {"ID: 7", "Title: Yoga"} <= set(lines(out.text))
 
 
 def test_a_delete_email_lists_every_old_field() -> None:
     change = ChangeView(3, "classes", "DELETE", {"id": 7}, {"id": 7, "title": "Yoga"}, None, AT)
     assert change.fields == [FieldChange("id", 7, None), FieldChange("title", "Yoga", None)]
     out = rendered(change)
-    assert "title: Yoga" in out.text
-    assert out.subject == "[Herald] DELETE on classes (id=7)"
+    assert "Title: Yoga" in lines(out.text)
+    assert out.subject == 'Classes: "Yoga" deleted'
 
 
-def test_the_subject_names_operation_table_and_row_key() -> None:
-    assert rendered(update({"a": 1}, {"a": 2})).subject == "[Herald] UPDATE on classes (id=7)"
+def test_the_subject_names_table_row_and_changed_columns_in_words() -> None:
+    change = ChangeView(
+        1, "public.class_sessions", "UPDATE", {"id": 7},
+        {"id": 7, "title": "Welding basics", "seats": 12, "status": "open", "starts_at": "x"},
+        {"id": 7, "title": "Welding basics", "seats": 9, "status": "full", "starts_at": "y"},
+        AT,
+    )  # fmt: skip
+    assert rendered(change).subject == (
+        'Class sessions: "Welding basics" updated (seats, status, starts at)'
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "label"),
+    [
+        ({"id": 3, "email": "a@example.com", "name": "Ann"}, '"Ann"'),
+        ({"id": 3, "email": "a@example.com"}, '"a@example.com"'),
+        ({"id": 3, "subject": "Hello", "label": "L"}, '"L"'),
+        ({"id": 3, "name": "", "title": None}, "#3"),
+        ({"code": "X1"}, "#7"),
+    ],
+)
+def test_the_row_is_named_by_the_first_label_column_it_holds(row: dict, label: str) -> None:
+    assert rendered(insert(row)).subject == f"Classes: {label} created"
+
+
+def test_a_route_label_field_names_the_row_and_is_shown_even_when_unchanged() -> None:
+    change = update(
+        {"coach": "Bo", "title": "Yoga", "seats": 1}, {"coach": "Bo", "title": "Yoga", "seats": 2}
+    )
+    out = render_notification(
+        [change], summary=None, summary_note=None, route="ops",
+        presentation=Presentation(label_field="coach"),
+    )  # fmt: skip
+    assert out.subject == 'Classes: "Bo" updated (seats)'
+    assert lines(out.text)[4:6] == ["Coach: Bo (unchanged)", "Seats: 1 → 2"]
+
+
+def test_dates_and_times_read_as_a_person_writes_them() -> None:
+    out = rendered(
+        insert(
+            {"id": 7, "starts": "2026-11-29T11:21:00+00:00", "ends": "2026-11-29T13:21:30.5+02:00",
+             "day": "2026-11-29", "local": "2026-11-29 08:05:00", "at": "09:30:00",
+             "not_a_date": "2026-13-45"}
+        )
+    )  # fmt: skip
+    assert {
+        "Starts: 29 Nov 2026, 11:21 UTC",
+        "Ends: 29 Nov 2026, 11:21:30 UTC",
+        "Day: 29 Nov 2026",
+        "Local: 29 Nov 2026, 08:05",
+        "At: 09:30",
+        "Not a date: 2026-13-45",
+    } <= set(lines(out.text))
+    assert lines(out.text)[1] == "Created 6 May 2024, 07:08:09 UTC"
 
 
 def test_a_grouped_notification_lists_every_change_in_order() -> None:
     changes = [update({"a": i}, {"a": i + 1}, change_id=10 + i) for i in range(3)]
     out = rendered(*changes)
-    assert out.subject == "[Herald] 3 changes on classes (id=7)"
+    assert out.subject == "Classes: #7 updated 3 times (a)"
     for part in (out.text, out.html):
         positions = [part.index(f"change #{10 + i}") for i in range(3)]
         assert positions == sorted(positions)
-    values = [out.text.index(f"a: {i} → {i + 1}") for i in range(3)]
+    values = [out.text.index(f"A: {i} → {i + 1}") for i in range(3)]
     assert values == sorted(values)
 
 
+def test_a_group_that_creates_and_updates_a_row_says_both() -> None:
+    created = insert({"id": 7, "title": "Yoga", "seats": 1}, change_id=1)
+    changed = update({"id": 7, "title": "Yoga", "seats": 1}, {"id": 7, "title": "Yoga", "seats": 2})
+    assert rendered(created, changed).subject == 'Classes: "Yoga" created and updated (2 changes)'
+
+
 def test_a_group_over_several_rows_leaves_the_key_out_of_the_subject() -> None:
-    out = rendered(insert({"id": 1}), insert({"id": 2}, table="rooms"))
-    assert out.subject == "[Herald] 2 changes on classes, rooms"
+    assert rendered(insert({"id": 1}), insert({"id": 2}, table="rooms")).subject == (
+        "Classes, Rooms: 2 changes"
+    )
+    assert rendered(insert({"id": 1}), insert({"id": 2})).subject == "Classes: 2 rows created"
+
+
+def test_the_email_has_one_heading() -> None:
+    out = rendered(insert({"id": 7, "title": "Yoga"}))
+    assert out.html.count("<h1") == 1 and "<h2" not in out.html and "<h3" not in out.html
+    assert out.text.count("Yoga") == 2  # the heading and the field, nothing repeated
 
 
 def test_the_summary_is_shown_in_both_parts() -> None:
@@ -149,15 +230,17 @@ def test_a_summary_note_is_shown(note: str) -> None:
 
 def test_non_string_values_are_shown_as_compact_json() -> None:
     out = rendered(
-        insert({"id": 7, "n": 1.5, "ok": False, "none": None, "tags": ["a", 1], "m": {"k": "v"}})
-    )
-    for line in ["n: 1.5", "ok: false", "none: null", 'tags: ["a", 1]', 'm: {"k": "v"}']:
-        assert line in out.text
+        insert({"id": 7, "n": 1.5, "ok": False, "none": None, "tags": ["a", 1], "m": {"k": "v"},
+                "blank": ""})
+    )  # fmt: skip
+    for line in ["N: 1.5", "Ok: false", "None: —", 'Tags: ["a", 1]', 'M: {"k": "v"}',
+                 "Blank: (empty)"]:  # fmt: skip
+        assert line in lines(out.text)
 
 
 def test_a_multi_line_value_stays_inside_its_field() -> None:
     out = rendered(update({"note": "a"}, {"note": "line one\nline two"}))
-    assert "note: a → line one\n    line two" in out.text
+    assert "  Note: a → line one\n        line two" in out.text
 
 
 # --- hostile values -------------------------------------------------------------------------
@@ -216,8 +299,9 @@ def test_control_characters_in_values_are_shown_as_escapes_in_the_body() -> None
 
 @pytest.mark.parametrize("value", INJECTIONS)
 def test_line_breaks_in_subject_values_become_spaces(value: str) -> None:
-    out = rendered(ChangeView(1, value, "INSERT", {"id": value}, None, {"id": 1}, AT))
-    assert out.subject.startswith("[Herald] INSERT on x") or "trailing newline" in out.subject
+    out = rendered(ChangeView(1, "classes", "INSERT", {"id": value}, None, {"title": value}, AT))
+    assert out.subject.startswith(('Classes: "x', 'Classes: "trailing newline"'))
+    assert out.subject.endswith(" created")
     for ch in "\r\n\0\u2028\u2029\x85\x0b\x0c":
         assert ch not in out.subject
     assert "  " not in out.subject and out.subject == out.subject.strip()
@@ -228,7 +312,7 @@ def test_an_encoded_word_in_a_value_is_shown_literally_and_never_decoded() -> No
     parsed = on_the_wire(message(out))
     subject = str(parsed["Subject"])
     assert "\n" not in subject
-    assert subject.replace("\u200b", "") == "[Herald] INSERT on classes (id==?UTF-8?Q?=0A?=)"
+    assert subject.replace("\u200b", "") == 'Classes: "=?UTF-8?Q?=0A?=" created'
 
 
 def test_the_subject_is_one_bounded_line() -> None:
@@ -245,24 +329,15 @@ def test_a_value_that_cannot_be_formatted_is_a_permanent_error_naming_the_field(
         rendered(insert({"id": 7, "when": object()}))
 
 
-def test_a_missing_template_variable_is_a_permanent_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    env = Environment(
-        loader=DictLoader(
-            {
-                "broken.subject.txt": "{{ heading }}",
-                "broken.txt": "{{ no_such_thing }}",
-                "broken.html": "",
-            }
-        ),
-        undefined=StrictUndefined,
-    )
-    monkeypatch.setattr(render, "_environment", env)
+def test_a_missing_template_variable_is_a_permanent_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.subject.txt").write_text("{{ subject }}")
+    (tmp_path / "broken.txt").write_text("{{ no_such_thing }}")
+    (tmp_path / "broken.html").write_text("")
     with pytest.raises(PermanentError, match="cannot render notification: .*no_such_thing"):
         render_notification(
-            [insert({"id": 7})], summary=None, summary_note=None, route="r", template="broken"
-        )
+            [insert({"id": 7})], summary=None, summary_note=None, route="r",
+            presentation=Presentation(template="broken", templates_dir=str(tmp_path)),
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("template", ["no-such-template", "../etc/passwd"])
@@ -332,13 +407,13 @@ def test_the_message_carries_herald_headers_and_both_parts() -> None:
     assert parsed["X-Herald-Change-Id"] == "3,4"
     assert parsed["Auto-Submitted"] == "auto-generated"
     assert parsed["From"] == FROM and parsed["To"] == TO
-    assert parsed["Subject"] == "[Herald] UPDATE on classes (id=7)"
+    assert parsed["Subject"] == "Classes: #7 updated (a)"
     assert parsed["Date"].datetime is not None
     assert parsed.get_content_type() == "multipart/alternative"
     plain = parsed.get_body(("plain",))
     html = parsed.get_body(("html",))
     assert plain is not None and html is not None
-    assert "a: 1 → 2" in plain.get_content() and "Changed." in html.get_content()
+    assert "A: 1 → 2" in plain.get_content() and "Changed." in html.get_content()
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
