@@ -16,7 +16,7 @@ It replaces ``dramatiq.middleware.prometheus.Prometheus`` and avoids its traps:
   so a message skipped by an earlier middleware (periodiq's stale ticks, the
   ledger's canceled jobs) never drives it negative. Skipped messages count as
   neither completed nor failed.
-* **Multiprocess** (``dramatiq actors --processes N``): every worker process writes
+* **Multiprocess** (``--processes N``; ``monitoring.multiprocess``): every worker process writes
   to ``PROMETHEUS_MULTIPROC_DIR`` (default ``<tmp>/herald-metrics/<port>``), which the
   first process to boot while no other Herald worker uses it empties. One process
   per machine -- whoever holds a non-blocking ``flock`` on the directory's server
@@ -38,10 +38,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +49,15 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
 from monitoring import metrics as catalogue
+from monitoring.multiprocess import (
+    SERVER_LOCK,
+    create_multiprocess_metrics,
+    default_multiproc_dir,
+    prepare_directory,
+    start_exposition_server,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Environment variable prometheus_client reads to pick multiprocess storage.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-#: Directory lock held (exclusively) while a booting process decides whether to empty
-#: the metrics directory.
-SETUP_LOCK = ".herald-setup.lock"
-
-#: Held *shared* by every live worker process for its whole life. A booting process
-#: that can take it exclusively knows no other Herald worker uses the directory: the
-#: files there are a previous run's, and it empties it.
-LIVE_LOCK = ".herald-live.lock"
-
-#: Held exclusively by the one process serving the exposition endpoint.
-SERVER_LOCK = ".herald-server.lock"
 
 #: Seconds between a non-serving process's attempts to take over the endpoint.
 SERVER_RETRY_SECONDS = 5.0
@@ -127,12 +117,6 @@ def record_tokens(prompt: int | None, completion: int | None) -> None:
         active.ai_tokens.labels(kind="completion").inc(completion)
 
 
-def default_multiproc_dir(port: int) -> str:
-    """``<system temp dir>/herald-metrics/<port>``: two worker CLIs on one machine
-    with different ports never share (or wipe) each other's files."""
-    return os.path.join(tempfile.gettempdir(), "herald-metrics", str(port))
-
-
 class Prometheus(Middleware):
     """Exports Herald's worker metrics (see the module docstring).
 
@@ -185,8 +169,8 @@ class Prometheus(Middleware):
             return
         path = Path(self.multiproc_dir or default_multiproc_dir(self.port))
         self.multiproc_dir = str(path)
-        self._prepare_directory(path)
-        self.metrics = _create_multiprocess_metrics(path)
+        self._lock_files.append(prepare_directory(path))
+        self.metrics = create_multiprocess_metrics(path)
         self._multiprocess = True
         catalogue.init_worker_labels(self.metrics, actor_queues(broker))
         _activate(self.metrics)
@@ -289,29 +273,7 @@ class Prometheus(Middleware):
         with self._starts_lock:
             return self._starts.pop(message.message_id, None)
 
-    # -- the metrics directory and the exposition server ------------------------------
-
-    def _open_lock(self, path: Path) -> Any:
-        handle = path.open("a+")
-        self._lock_files.append(handle)
-        return handle
-
-    def _prepare_directory(self, path: Path) -> None:
-        """Empty ``path`` if no other live Herald worker process uses it."""
-        path.mkdir(parents=True, exist_ok=True)
-        with (path / SETUP_LOCK).open("a+") as setup:
-            fcntl.flock(setup, fcntl.LOCK_EX)  # booting processes take turns here
-            live = self._open_lock(path / LIVE_LOCK)
-            try:
-                fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # other workers are alive: their files are current
-            else:
-                removed = _empty(path)
-                logger.debug("Emptied %s (%d files of a previous run)", path, removed)
-            # Downgrade (or take) the shared lock: we are live from now on.
-            fcntl.flock(live, fcntl.LOCK_SH)
-            fcntl.flock(setup, fcntl.LOCK_UN)
+    # -- the exposition server ---------------------------------------------------------
 
     def _try_serve(self) -> bool:
         """Take the server lock without waiting; the winner starts the endpoint."""
@@ -368,71 +330,3 @@ def _batch(
 def _activate(metrics: catalogue.WorkerMetrics) -> None:
     global _active
     _active = metrics
-
-
-def _empty(path: Path) -> int:
-    removed = 0
-    for file in path.glob("*.db"):
-        file.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def _create_multiprocess_metrics(path: Path) -> catalogue.WorkerMetrics:
-    """Create the worker metrics with their values in ``path``'s files.
-
-    prometheus_client chooses the value storage once, when ``prometheus_client.values``
-    is first imported (``values.ValueClass``), not when a metric is created. Herald's
-    modules import prometheus_client before any boot hook runs, so after pointing
-    ``PROMETHEUS_MULTIPROC_DIR`` at ``path`` the choice is made again here.
-    """
-    os.environ[MULTIPROC_ENV] = str(path)
-    from prometheus_client import values
-
-    values.ValueClass = values.get_value_class()
-    return catalogue.create_worker_metrics(registry=None)
-
-
-class _LiveMultiProcessCollector:
-    """``MultiProcessCollector`` that first drops the ``running`` gauge files of worker
-    processes that died without shutting down (SIGKILL, OOM): their in-flight
-    attempts are not running any more."""
-
-    def __init__(self, path: str) -> None:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        self.path = path
-        self.inner = MultiProcessCollector(None, path=path)
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client import multiprocess
-
-        for pid in _dead_pids(Path(self.path).glob("gauge_live*.db")):
-            multiprocess.mark_process_dead(pid, self.path)
-        return self.inner.collect()
-
-
-def _dead_pids(files: Iterable[Path]) -> set[int]:
-    dead = set()
-    for file in files:
-        try:
-            pid = int(file.stem.rsplit("_", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            dead.add(pid)
-        except PermissionError:
-            pass  # alive, someone else's
-    return dead
-
-
-def start_exposition_server(host: str, port: int, path: str) -> Any:
-    """Serve every worker process's values in ``path`` on ``http://host:port/``."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LiveMultiProcessCollector(path))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
