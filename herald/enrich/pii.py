@@ -2,70 +2,77 @@
 
 ``alias_pii`` returns a deep copy of JSON-like data in which
 
-* the whole value of any dict key named in ``pii_fields`` (case-insensitive, at any depth),
-* every email address and phone number found inside any string (values and keys),
-* and any later verbatim occurrence of a ``pii_fields`` value inside free text
+* the whole value of any dict key that names personal data, at any depth: a field of
+  ``pii_fields`` in any form (``firstName``, ``FIRST-NAME``), a synonym (``surname`` for
+  ``last_name``, ``mobile_number`` for ``phone``) or a longer key ending in one
+  (``billing_email``); see ``herald.enrich.pii_fields``,
+* every email address and phone number found inside any string (values and keys), in
+  the forms of ``herald.enrich.pii_detect`` (``+27 82 555 1234``, ``0027825551234``,
+  ``082/555-1234``, ``"john doe"@example.com``, ``user＠example．com``, ...),
+* integers of 9 to 15 digits, and strings that are nothing else (a phone number kept in
+  a number column is still a phone number),
+* the same inside strings that hold JSON (``'{"first_name": "Zed"}'`` in a text column:
+  parsed, aliased, written back as a string), and the values of ``"first_name": "Zed"``
+  pairs in text that does not parse (cut, or not quite JSON),
+* and any later verbatim occurrence of such a field value inside free text
 
 is replaced by an alias, plus the map ``alias -> real value`` that ``unalias`` uses to put
 the real values back into the model's answer.
 
-Alias format: an upper-case type, an underscore and a number: ``EMAIL_1``, ``PHONE_2``, and
-for fields the field's name, ``FIRST_NAME_1``, ``LAST_NAME_3``. Models copy such tokens
-verbatim (no brackets to drop or escape, no spaces to re-flow), they are neither email
-addresses nor phone numbers (so sanitising the model's output keeps them), and the same
-real value always gets the same alias within one call. Numbering follows the data's
-order, so the same input gives the same aliases and a retry sends the same prompt.
+Alias format: an upper-case type, an underscore and a number: ``EMAIL_1``, ``PHONE_2``,
+``NUMBER_1``, and for fields the field's group, ``FIRST_NAME_1``, ``LAST_NAME_3``. Models
+copy such tokens verbatim (no brackets to drop or escape, no spaces to re-flow), they are
+neither email addresses nor phone numbers (so sanitising the model's output keeps them),
+and the same real value always gets the same alias within one call. Numbering follows the
+data's order, so the same input gives the same aliases and a retry sends the same prompt.
 Alias-shaped tokens already present in the input are never handed out, so ``unalias``
 cannot turn a literal ``EMAIL_1`` from the data into someone's address.
 
-``None`` and empty strings in PII fields are kept: they hide nothing and "was emptied"
-is worth telling. Detection is heuristic (like any regex or NER): it lowers what leaves
-the system, it does not prove nothing personal does; send the model only what it needs.
+``None``, booleans and empty strings in PII fields are kept: they hide nothing and "was
+emptied" is worth telling. Work is bounded: every string is cut to ``max_scan`` before it
+is scanned, and with ``max_chars`` only about as much as reaches the model is copied and
+scanned at all. Detection is heuristic (like any regex or NER): it lowers what leaves the
+system, it does not prove nothing personal does; send the model only what it needs.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-__all__ = ["EMAIL_PATTERN", "Aliased", "alias_pii", "truncate", "unalias"]
+from herald.enrich.pii_detect import EMAIL_PATTERN, email_spans, phone_spans, safe_cut
+from herald.enrich.pii_fields import PiiFields, field_matcher
+
+__all__ = [
+    "EMAIL_PATTERN",
+    "Aliased",
+    "PiiFields",
+    "alias_pii",
+    "field_matcher",
+    "truncate",
+    "unalias",
+]
 
 MAX_DEPTH = 64  # deeper structures are replaced by a marker instead of crashing the worker
 _TOO_DEEP = "…[nested too deep]"
 _IN_TEXT_MAX = 256  # longer field values are unlikely to recur verbatim in free text
-_BACKOFF = 64  # how far truncation may move back to cut at whitespace, not inside a token
-
-# Every pattern below is linear by construction: possessive quantifiers (``++``, ``*+``)
-# never give characters back, and each repetition is separated by a character the
-# repeated part cannot contain, so there is only one way to match any text. A pattern
-# that backtracks holds the GIL for as long as it runs and stalls every thread of the
-# worker (heartbeats, consumers, metrics) — see DESIGN.md, "Bounded work on hostile input".
-
-# Local part, "@", dot-separated labels, alphabetic TLD. The look-behind makes a match
-# start only at the beginning of a run of local-part characters, so "a" * 50_000 + "@"
-# is read once, not once per starting position (the classic quadratic email regex).
-EMAIL_PATTERN = re.compile(
-    r"(?<![\w.%+\-])[\w.%+\-]++"  # the local part, read once
-    r"@(?:[^\W_][\w\-]*+\.)+[^\W\d_]{2,63}+(?![\w\-])"  # labels, then an alphabetic TLD
-)
-
-# A run of digit groups with at most one separator between groups. What makes a run a
-# phone number is decided in Python (``_phone_spans``), which keeps the regex trivially
-# linear and the rules readable.
-_SEP = " .\\-\u00a0\u202f"
-_PHONE_RUN = re.compile(
-    rf"(?<![\w+])(?<![\d)][{_SEP}])"  # not inside a word, not inside a run of groups
-    rf"\+?(?:\(\d{{1,5}}\)|\d++)(?:[{_SEP}]?(?:\(\d{{1,5}}\)|\d++))*+"
-)
-_PHONE_GROUP = re.compile(r"\(\d{1,5}\)|\d++")
-_MAX_GROUPS = 6  # "+33 6 12 34 56 78" is the longest common layout
+_NUMBER_DIGITS = (9, 15)  # integers this long may be phone numbers (E.164: at most 15)
 
 # Tokens that look like aliases, for collision avoidance and for nothing else.
 _ALIAS_LIKE = re.compile(r"(?<!\w)[A-Z][A-Z0-9_]*+")
 _WORD = re.compile(r"\w++")
+# ``"key": "value"`` / ``key='value'`` / ``"key": 123`` in text: a key (quoted, or a bare
+# word), ":" or "=", a quoted value or a number. Bounded, possessive repeats: linear.
+_KEY_VALUE = re.compile(
+    r"""(?:\\?(?P<kq>["'])(?P<qkey>(?:(?!(?P=kq))[^\\\r\n]){1,64}+)\\?(?P=kq)"""
+    r"""|(?<![\w\-])(?P<key>[A-Za-z_][\w\-]{0,63}+))"""
+    r"""[ \t]{0,8}+[:=][ \t]{0,8}+"""
+    r"""(?:\\?(?P<vq>["'])(?P<value>(?:(?!(?P=vq))[^\\\r\n]){1,256}+)\\?(?P=vq)"""
+    r"""|(?P<number>[+(]?\d[\d ()./\-]{0,24}+))"""
+)
 
 
 @dataclass(frozen=True)
@@ -79,28 +86,39 @@ class Aliased:
 def truncate(text: str, limit: int) -> str:
     """Cut ``text`` to about ``limit`` characters with a visible ``…[truncated N chars]`` marker.
 
-    The cut moves back (at most 64 characters) to whitespace, so an email address or phone
-    number is not split into a fragment the detectors no longer recognise.
+    The cut moves back to whitespace (at most 64 characters), and never falls inside an
+    email address or phone number: a fragment the detectors no longer recognise would
+    reach the model unaliased.
     """
     if len(text) <= limit:
         return text
-    cut = limit
-    for k in range(limit - 1, max(limit - _BACKOFF, 0) - 1, -1):
-        if text[k].isspace():
-            cut = k
-            break
+    cut = safe_cut(text, limit)
     return f"{text[:cut]}…[truncated {len(text) - cut} chars]"
 
 
-def alias_pii(data: Any, pii_fields: Collection[str], *, max_scan: int = 100_000) -> Aliased:
+def alias_pii(
+    data: Any,
+    pii_fields: Collection[str] | PiiFields,
+    *,
+    synonyms: Mapping[str, Iterable[str]] | None = None,
+    max_scan: int = 100_000,
+    max_chars: int | None = None,
+) -> Aliased:
     """Return a deep copy of ``data`` with personal data replaced by aliases (see module doc).
 
-    Every string (value or key) longer than ``max_scan`` is truncated *before* it is
-    scanned, so a 10 MB value costs bounded time and the prompt stays small.
+    ``pii_fields`` and ``synonyms`` name the fields (``[ai] pii_fields`` and the route's
+    ``pii_synonyms``); the shipped synonyms of each named field apply too. Every string
+    (value or key) longer than ``max_scan`` is truncated *before* it is scanned, so a
+    10 MB value costs bounded time. ``max_chars`` bounds the whole copy to about that many
+    characters of compact JSON, in data order: strings are cut, and the items and fields
+    that no longer fit are left out, with a marker (``"…[1992 more changes omitted]"``),
+    so a notification of 2,000 changes costs what the prompt can hold, not more.
     """
     if max_scan < 1:
         raise ValueError("max_scan must be at least 1")
-    aliaser = _Aliaser({str(f).casefold() for f in pii_fields}, max_scan)
+    if max_chars is not None and max_chars < 1:
+        raise ValueError("max_chars must be at least 1")
+    aliaser = _Aliaser(field_matcher(pii_fields, synonyms), max_scan, max_chars)
     prepared = aliaser.prepare(data, 0)
     aliaser.name_field_values()
     return Aliased(aliaser.replace(prepared), dict(aliaser.aliases))
@@ -121,12 +139,22 @@ def unalias(text: str, aliases: Mapping[str, str]) -> str:
     return pattern.sub(lambda m: aliases[m.group(0)], text)
 
 
+@dataclass(frozen=True)
+class _JsonText:
+    """A string that held JSON: the original text and its parsed (prepared) value."""
+
+    text: str
+    value: Any
+
+
 class _Aliaser:
     """State for one ``alias_pii`` call: the alias table and what must not be reused."""
 
-    def __init__(self, pii_fields: set[str], max_scan: int) -> None:
-        self.pii_fields = pii_fields
+    def __init__(self, fields: PiiFields, max_scan: int, max_chars: int | None) -> None:
+        self.fields = fields
         self.max_scan = max_scan
+        self.budget = max_chars  # characters of compact JSON left to copy, None: no bound
+        self.kinds: dict[str, str | None] = {}  # key -> alias type, or None: not PII
         self.aliases: dict[str, str] = {}  # alias -> real
         self.by_value: dict[str, str] = {}  # real -> alias
         self.counters: dict[str, int] = {}
@@ -134,34 +162,71 @@ class _Aliaser:
         self.field_values: list[tuple[str, str]] = []  # (type, real) in data order
         self.known: dict[str, list[tuple[int, str, str]]] = {}  # word -> (offset, spelling, alias)
 
-    # -- pass 1: copy, truncate, collect ----------------------------------------------------
+    # -- pass 1: copy, cut, collect --------------------------------------------------------
 
     def prepare(self, value: Any, depth: int) -> Any:
-        """Deep-copy with every string truncated; note field values and alias-like tokens."""
+        """Deep-copy within the budget, strings cut; note field values and alias-like tokens."""
         if depth > MAX_DEPTH:
-            return _TOO_DEEP
+            return self._spend(_TOO_DEEP)
         if isinstance(value, str):
-            # Truncate first, scan second. The regex engine runs in C holding the GIL, so
-            # scanning a 10 MB value would stall every thread of the worker (heartbeats,
-            # other actors, metrics) for as long as it takes; scanning only ``max_scan``
-            # characters caps that stall, whatever the size of the row.
-            text = truncate(value, self.max_scan)
-            self.reserved.update(m.group(0) for m in _ALIAS_LIKE.finditer(text))
-            return text
+            return self._prepare_text(value, depth)
         if value is None or isinstance(value, bool | int | float):
+            self._charge(len(str(value)))
             return value
         if isinstance(value, Mapping):
-            out: dict[Any, Any] = {}
-            for key, item in value.items():
-                key = self.prepare(key, depth + 1) if isinstance(key, str) else key
-                item = self.prepare(item, depth + 1)
-                if self._is_pii_key(key) and item is not None and item != "":
-                    self.field_values.append((_type_of(str(key)), self._real_text(item)))
-                out[key] = item
-            return out
+            return self._prepare_mapping(value, depth)
         if isinstance(value, list | tuple):
-            return [self.prepare(item, depth + 1) for item in value]
+            self._charge(2)
+            out: list[Any] = []
+            for n, item in enumerate(value):
+                if self._spent():
+                    what = "changes" if depth == 0 else "items"
+                    out.append(f"…[{len(value) - n} more {what} omitted]")
+                    break
+                out.append(self.prepare(item, depth + 1))
+                self._charge(1)
+            return out
         return self.prepare(str(value), depth)  # dates, decimals, ...: scanned as text
+
+    def _prepare_mapping(self, value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+        self._charge(2)
+        out: dict[Any, Any] = {}
+        for n, (key, item) in enumerate(value.items()):
+            if self._spent():
+                out["…"] = f"[{len(value) - n} more fields omitted]"
+                break
+            key = self._spend(truncate(key, self.max_scan)) if isinstance(key, str) else key
+            if isinstance(key, str):
+                self.reserved.update(m.group(0) for m in _ALIAS_LIKE.finditer(key))
+            item = self.prepare(item, depth + 1)
+            self._charge(2)
+            kind = self._kind(key)
+            if kind and _hides_something(item):
+                self.field_values.append((kind, self._real_text(item)))
+            out[key] = item
+        return out
+
+    def _prepare_text(self, value: str, depth: int) -> Any:
+        # Truncate first, scan second. The regex engine runs in C holding the GIL, so
+        # scanning a 10 MB value would stall every thread of the worker (heartbeats,
+        # other actors, metrics) for as long as it takes; scanning only ``max_scan``
+        # characters caps that stall, whatever the size of the row.
+        text = self._spend(truncate(value, self.max_scan))
+        self.reserved.update(m.group(0) for m in _ALIAS_LIKE.finditer(text))
+        parsed = _json_in(text)
+        if parsed is not None:
+            budget, self.budget = self.budget, None  # already paid for as text
+            try:
+                return _JsonText(text, self.prepare(parsed, depth + 1))
+            finally:
+                self.budget = budget
+        if ":" in text or "=" in text:
+            for m in _KEY_VALUE.finditer(text):
+                kind = self._kind(m.group("qkey") or m.group("key"))
+                real = (m.group("value") or m.group("number") or "").strip()
+                if kind and real:
+                    self.field_values.append((kind, real))
+        return text
 
     def name_field_values(self) -> None:
         """Give field values their aliases (in data order) and build the free-text matcher."""
@@ -187,10 +252,16 @@ class _Aliaser:
     def replace(self, value: Any) -> Any:
         if isinstance(value, str):
             return self._scan(value)
+        if isinstance(value, _JsonText):
+            return json.dumps(self.replace(value.value), ensure_ascii=False)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            return self._number(value)
         if isinstance(value, dict):
             out: dict[Any, Any] = {}
             for key, item in value.items():
-                if self._is_pii_key(key) and item is not None and item != "":
+                if self._kind(key) and _hides_something(item):
                     item = self.by_value[self._real_text(item)]
                 else:
                     item = self.replace(item)
@@ -200,19 +271,34 @@ class _Aliaser:
             return [self.replace(item) for item in value]
         return value
 
+    def _number(self, value: int | float) -> Any:
+        """An integer of 9 to 15 digits may be a phone number kept in a number column."""
+        if isinstance(value, float) and not value.is_integer():
+            return value
+        low, high = _NUMBER_DIGITS
+        if 10 ** (low - 1) <= value < 10**high:
+            return self._alias("NUMBER", str(value))
+        return value
+
     def _scan(self, text: str) -> str:
         """Alias emails, then phones, then known field values inside one (truncated) string."""
-        text = EMAIL_PATTERN.sub(lambda m: self._alias("EMAIL", m.group(0)), text)
-        spans = _phone_spans(text)
-        if spans:
-            parts: list[str] = []
-            last = 0
-            for start, end in spans:
-                parts += [text[last:start], self._alias("PHONE", text[start:end])]
-                last = end
-            parts.append(text[last:])
-            text = "".join(parts)
+        if text.isdecimal() and _NUMBER_DIGITS[0] <= len(text) <= _NUMBER_DIGITS[1]:
+            whole = phone_spans(text) == [(0, len(text))]
+            return self._alias("PHONE" if whole else "NUMBER", text)
+        text = self._replace_spans(text, "EMAIL", email_spans(text))
+        text = self._replace_spans(text, "PHONE", phone_spans(text))
         return self._replace_known(text) if self.known else text
+
+    def _replace_spans(self, text: str, kind: str, spans: list[tuple[int, int]]) -> str:
+        if not spans:
+            return text
+        parts: list[str] = []
+        last = 0
+        for start, end in spans:
+            parts += [text[last:start], self._alias(kind, text[start:end])]
+            last = end
+        parts.append(text[last:])
+        return "".join(parts)
 
     def _replace_known(self, text: str) -> str:
         """Alias verbatim occurrences of field values ("Alice" in a note), whole words only."""
@@ -240,17 +326,40 @@ class _Aliaser:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _is_pii_key(self, key: Any) -> bool:
-        return isinstance(key, str) and key.casefold() in self.pii_fields
+    def _kind(self, key: Any) -> str | None:
+        """The alias type of a key that names personal data, else None (cached per key)."""
+        if not isinstance(key, str):
+            return None
+        if key not in self.kinds:
+            self.kinds[key] = self.fields.kind_of(key)
+        return self.kinds[key]
+
+    def _charge(self, chars: int) -> None:
+        if self.budget is not None:
+            self.budget -= chars
+
+    def _spent(self) -> bool:
+        return self.budget is not None and self.budget <= 0
+
+    def _spend(self, text: str) -> str:
+        """``text``, cut to what is left of the budget, which it then uses up."""
+        if self.budget is not None:
+            if len(text) + 2 > self.budget:
+                text = truncate(text, max(self.budget - 2, 0))
+            self.budget -= len(text) + 2
+        return text
 
     def _real_text(self, value: Any) -> str:
         """The real value as text, for the alias table (containers as compact JSON)."""
         if isinstance(value, str):
             return value
+        if isinstance(value, _JsonText):
+            return value.text
+        options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
         try:
-            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            text = json.dumps(value, sort_keys=True, default=_as_text, **options)
         except TypeError:  # keys of mixed types cannot be sorted
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = json.dumps(value, default=_as_text, **options)
         return truncate(text, self.max_scan)
 
     def _alias(self, kind: str, real: str) -> str:
@@ -268,100 +377,26 @@ class _Aliaser:
         return alias
 
 
+def _hides_something(value: Any) -> bool:
+    """None, booleans and "" in a PII field are kept: they hide nothing."""
+    return value is not None and value != "" and not isinstance(value, bool)
+
+
+def _as_text(value: Any) -> Any:
+    return value.text if isinstance(value, _JsonText) else str(value)
+
+
+def _json_in(text: str) -> Any:
+    """The object or array ``text`` holds as JSON, else None (never raises)."""
+    body = text.strip()
+    if len(body) < 2 or (body[0], body[-1]) not in (("{", "}"), ("[", "]")):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" 100,000 deep
+        return None
+    return value if isinstance(value, dict | list) else None
+
+
 def _is_word_char(text: str, i: int) -> bool:
     return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
-
-
-def _type_of(field: str) -> str:
-    """``first_name`` -> ``FIRST_NAME``: the alias type a field's values get."""
-    kind = re.sub(r"[^A-Z0-9]+", "_", field.upper()).strip("_")[:32]
-    if not kind or not kind[0].isalpha():
-        kind = f"PII_{kind}".rstrip("_")
-    return kind
-
-
-# -- phone numbers ---------------------------------------------------------------------------
-
-
-def _phone_spans(text: str) -> list[tuple[int, int]]:
-    """Where the phone numbers are in ``text``, as (start, end) spans, left to right."""
-    spans: list[tuple[int, int]] = []
-    for run in _PHONE_RUN.finditer(text):
-        found = list(_PHONE_GROUP.finditer(text, run.start(), run.end()))
-        groups = [_Groups.Group(g.group(0).strip("()"), g.group(0)[0] == "(") for g in found]
-        seps = [text[a.end() : b.start()] for a, b in zip(found, found[1:], strict=False)]
-        window = _Groups(groups, seps, plus=text[run.start()] == "+")
-        # The longest phone number starting at each group wins; windows are at most
-        # _MAX_GROUPS long, so a run of n groups costs O(n), never O(n²).
-        i = 0
-        while i < len(groups):
-            for j in range(min(len(groups), i + _MAX_GROUPS), i, -1):
-                if window.is_phone(i, j):
-                    start = run.start() if window.plus and i == 0 else found[i].start()
-                    spans.append((start, found[j - 1].end()))
-                    i = j
-                    break
-            else:
-                i += 1
-    return spans
-
-
-class _Groups:
-    """The digit groups of one run, with what ``is_phone`` needs precomputed."""
-
-    class Group(NamedTuple):
-        digits: str
-        paren: bool
-
-    def __init__(self, groups: list[Group], seps: list[str], *, plus: bool) -> None:
-        self.groups = groups
-        self.plus = plus
-        self.total = [0]  # digits before group i
-        for g in groups:
-            self.total.append(self.total[-1] + len(g.digits))
-        kinds = [" " if sep in ("\u00a0", "\u202f") else sep for sep in seps]
-        self.same = [0] * len(kinds)  # how many equal, non-empty separators start at k
-        for k in range(len(kinds) - 1, -1, -1):
-            if kinds[k]:
-                follows = k + 1 < len(kinds) and kinds[k + 1] == kinds[k]
-                self.same[k] = 1 + (self.same[k + 1] if follows else 0)
-
-    def is_phone(self, i: int, j: int) -> bool:
-        """Decide whether groups ``i`` to ``j - 1`` are a phone number.
-
-        Accepted: international "+44 20 7946 0958", "+1-202-555-0143", "+447946095800";
-        an area code in brackets "(555) 123-4567"; North American "555-123-4567",
-        "1 800 555 1234"; national numbers with a trunk 0, "06 12 34 56 78",
-        "020 7946 0958", "0612345678". Rejected: short integers, ids and timestamps without
-        a "+" or a leading 0 (5551234567 is an id as often as a phone), years, dates,
-        decimals, amounts.
-        """
-        digits = self.total[j] - self.total[i]
-        if not 7 <= digits <= 15:
-            return False
-        if self.plus and i == 0:
-            return digits >= 8
-        groups = self.groups[i:j]
-        first = groups[0]
-        if first.paren:
-            return len(groups) >= 2 and digits >= 9 and not any(g.paren for g in groups[1:])
-        if len(groups) == 1:  # unseparated: only a trunk-0 national number
-            return first.digits[0] == "0" and first.digits[1] != "0" and 10 <= digits <= 11
-        if self.same[i] < len(groups) - 1:
-            return False  # "2024-01-15 10" mixes separators; phones keep one
-        if any(g.paren for g in groups):
-            return False
-        sizes = tuple(len(g.digits) for g in groups)
-        if sizes[:3] in ((4, 2, 2), (2, 2, 4)):
-            return False  # a date: 2024-01-15, 15.01.2024, 01 02 2024
-        if sizes == (3, 3, 4) and first.digits[0] in "23456789":
-            return True
-        if sizes == (1, 3, 3, 4) and first.digits == "1" and groups[1].digits[0] in "23456789":
-            return True
-        return (
-            first.digits[0] == "0"
-            and 2 <= len(first.digits) <= 5
-            and first.digits.strip("0") != ""
-            and max(sizes) <= 8
-            and digits >= 9
-        )
