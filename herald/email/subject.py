@@ -7,9 +7,9 @@ key.
 
 A route's ``subject`` is a Jinja2 template run in an immutable sandbox (no attribute
 of Python internals, no mutation of the row). It is compiled, and its variables
-checked, when the configuration is loaded; one that fails on a given change (a
-missing column, a DELETE with no ``new``) gives way to the default subject and the
-reason is returned for the ledger.
+checked, at start (`herald.templating.check_route_templates`); one that fails on a
+given change (a missing column, a DELETE with no ``new``) gives way to the default
+subject and the reason is returned for the ledger.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ _SANDBOX = subject_sandbox({"readable": format_value})  # {{ change.changed_at |
 
 @functools.lru_cache(maxsize=256)
 def compile_subject(source: str) -> Template:
-    """The sandboxed template; ``TemplateProblem`` when it can never render (the
-    configuration refuses those at start, with the same check)."""
+    """The sandboxed template; ``TemplateProblem`` when it can never render (refused at
+    start by the same check)."""
     check_subject(source)
     return _SANDBOX.from_string(source)
 
