@@ -502,6 +502,8 @@ def test_a_json_array_in_text_is_aliased_too() -> None:
         '{"first_name": "Zed", "note": "cut off here',  # cut JSON does not parse
         "{'first_name': 'Zed', 'x': 1}",  # a Python dict's repr
         'first_name="Zed" moved',  # logfmt
+        "first_name=Zed moved",  # logfmt, unquoted
+        "first_name: Zed\nlast_name: null",  # YAML
         '{\\"first_name\\": \\"Zed\\"}',  # JSON escaped inside JSON
     ],
 )
@@ -627,7 +629,7 @@ MEGABYTE_HOSTILE = {
     "slashes between digits": "0/" * 500_000,
     "unicode dashes between digits": "1\u2013" * 500_000,
     "keys without values": '"a":' * 250_000,
-    "bare keys": "first_name=" * 90_000,
+    "bare keys and words": ("a" * 63 + "=") * 15_600,
     "opening braces": "{" * 1_000_000,
     "opening brackets in json": "[" * 999_999 + "]",
     "bracketed literals": "a@[" * 333_000,

@@ -170,6 +170,7 @@ def corpus() -> list[Case]:
             f'{{"surname": "{name}", "note": "cut here',
             repr({"given_name": name, "x": 1}),
             f'first_name="{name}" moved',
+            f"surname: {name}\nstatus: moved",
         ]
         for k, text in enumerate(pairs):
             cases.append(Case(f"key-value-text-{n}-{k}", row(raw=text), name))

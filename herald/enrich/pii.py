@@ -64,15 +64,18 @@ _NUMBER_DIGITS = (9, 15)  # integers this long may be phone numbers (E.164: at m
 # Tokens that look like aliases, for collision avoidance and for nothing else.
 _ALIAS_LIKE = re.compile(r"(?<!\w)[A-Z][A-Z0-9_]*+")
 _WORD = re.compile(r"\w++")
-# ``"key": "value"`` / ``key='value'`` / ``"key": 123`` in text: a key (quoted, or a bare
-# word), ":" or "=", a quoted value or a number. Bounded, possessive repeats: linear.
+# ``"key": "value"`` / ``key='value'`` / ``"key": 123`` / ``key: word`` in text: a key
+# (quoted, or a bare word), ":" or "=", then a quoted value, a number or one word.
+# Bounded, possessive repeats: linear.
 _KEY_VALUE = re.compile(
     r"""(?:\\?(?P<kq>["'])(?P<qkey>(?:(?!(?P=kq))[^\\\r\n]){1,64}+)\\?(?P=kq)"""
     r"""|(?<![\w\-])(?P<key>[A-Za-z_][\w\-]{0,63}+))"""
     r"""[ \t]{0,8}+[:=][ \t]{0,8}+"""
     r"""(?:\\?(?P<vq>["'])(?P<value>(?:(?!(?P=vq))[^\\\r\n]){1,256}+)\\?(?P=vq)"""
-    r"""|(?P<number>[+(]?\d[\d ()./\-]{0,24}+))"""
+    r"""|(?P<number>[+(]?\d[\d ()./\-]{0,24}+)|(?P<word>[^\W\d_][\w'.\-]{0,63}+))"""
 )
+
+_NO_VALUE = frozenset({"null", "none", "nil", "undefined", "true", "false", "n/a", "-"})
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,8 @@ class _Aliaser:
         if ":" in text or "=" in text:
             for m in _KEY_VALUE.finditer(text):
                 kind = self._kind(m.group("qkey") or m.group("key"))
-                real = (m.group("value") or m.group("number") or "").strip()
-                if kind and real:
+                real = (m.group("value") or m.group("number") or m.group("word") or "").strip()
+                if kind and real and real.casefold() not in _NO_VALUE:
                     self.field_values.append((kind, real))
         return text
 
