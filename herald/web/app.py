@@ -71,14 +71,13 @@ def create_app(
     app.state.services = services
     app.state.auth = Authenticator(services.settings.api_tokens, insecure=insecure_no_auth)
     app.state.broker = broker or probe_for(services.settings.broker_url)
-    app.include_router(health.router)
-    app.include_router(api_jobs.router)
-    app.include_router(api_ops.router)
-    app.include_router(pages.router)
+    routers = (health.router, api_jobs.router, api_ops.router, pages.router)
+    for router in routers:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for error in (Exception, HTTPException, RequestValidationError, Problem):
         app.add_exception_handler(error, _route_error)
-    metrics.install(app)
+    metrics.install(app, [route for router in routers for route in router.routes])
     app.add_middleware(SecurityHeaders)
     app.router.add_event_handler("shutdown", app.state.broker.close)
     return app

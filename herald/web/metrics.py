@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitoring.metrics import ApiMetrics, create_api_metrics, init_api_labels
@@ -19,12 +19,15 @@ UNMATCHED = "unmatched"
 
 
 def route_labels(routes: list[BaseRoute]) -> list[tuple[str, str]]:
+    """(method, path template) of every route (API routes, plain routes, mounts); HEAD
+    requests are counted when they come, not pre-initialised."""
     labels = []
     for route in routes:
-        if isinstance(route, Route):
-            labels += [(method, route.path) for method in sorted(route.methods or ())]
-        elif isinstance(route, Mount):
-            labels.append(("GET", route.path))
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        methods = getattr(route, "methods", None) or ({"GET"} if isinstance(route, Mount) else ())
+        labels += [(method, path) for method in sorted(methods) if method != "HEAD"]
     return labels
 
 
@@ -61,8 +64,9 @@ class RequestMetrics:
             )
 
 
-def install(app: FastAPI) -> None:
-    """Count every request of `app` in its own registry and serve it at GET /metrics."""
+def install(app: FastAPI, routes: list[BaseRoute]) -> None:
+    """Count every request of `app` in its own registry and serve it at GET /metrics;
+    `routes` (the routers' own, with their prefixes) are at zero from the first scrape."""
     registry = CollectorRegistry()
     metrics = create_api_metrics(registry)
 
@@ -70,6 +74,6 @@ def install(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_route("/metrics", exposition, methods=["GET"], include_in_schema=False)
-    init_api_labels(metrics, [*route_labels(app.routes), ("GET", UNMATCHED)])
+    init_api_labels(metrics, [*route_labels(routes), ("GET", "/metrics"), ("GET", UNMATCHED)])
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.state.metrics_registry = registry
