@@ -26,6 +26,7 @@ from herald.email.smtp import mailer_from_url
 from herald.enrich.ai import Summariser, summariser_from_settings
 from herald.ledger import JobRef
 from herald.services import Services
+from herald.templating import check_route_templates
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ def bootstrap(
     """Build Herald from `settings`; each keyword replaces the part it names.
 
     A `broker` given here must carry Herald's middleware (`actors.broker.build_broker`).
+    Templates are checked first: a broken one is refused at start, naming its route.
     """
+    check_route_templates(settings)
     if pool is None:
         pool = make_pool(settings.database_url, max_size=settings.db_pool_size or DEFAULT_POOL_SIZE)
     if mailer is None:

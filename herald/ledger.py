@@ -218,6 +218,7 @@ def _context(rows: Sequence[DictRow]) -> JobContext:
         "recipient": first["recipient"],
         "message_id": str(first["job_message_id"]),
         "priority": first["job_priority"],
+        "table_columns": first["table_columns"],  # the email lists columns in this order
     }
     notification = None
     if first["n_id"] is not None:

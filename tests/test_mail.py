@@ -305,7 +305,7 @@ def test_header_injection_in_subject_values_never_adds_a_header_or_recipient(
     assert received.rcpt_tos == [TO]
     assert list(received.message.keys()) == HERALD_HEADERS
     assert not any(ch in received.subject for ch in "\r\n\0\u2028\x85")
-    assert received.subject.startswith("[Herald] UPDATE on classes (id=")
+    assert received.subject.startswith('Classes: "')
     head = received.data.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in head and b"\nBcc:" not in head
 
@@ -380,7 +380,7 @@ def test_the_file_mailer_writes_numbered_eml_files(tmp_path: Path) -> None:
     mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
     mailer.send(notification(), from_addr=FROM, to_addrs=[TO])
     names = [p.name for p in mailer.paths]
-    assert names == ["0001-update-on-classes-id-b2.eml", "0002-update-on-classes-id-b2.eml"]
+    assert names == ["0001-classes-b2-updated-room.eml", "0002-classes-b2-updated-room.eml"]
     assert b"X-Herald-Change-Id: 9" in mailer.paths[0].read_bytes()
     again = FileMailer(tmp_path / "out")
     again.send(notification(), from_addr=FROM, to_addrs=[TO])

@@ -176,3 +176,31 @@ def test_a_malformed_message_is_rejected_and_the_worker_keeps_running(
     sql(herald_db, "UPDATE classes SET seats = 1")
     stub_pipeline.orchestrate()
     assert len(stub_pipeline.mailer.sent) == 2
+
+
+def test_a_subject_template_that_fails_on_a_change_falls_back_and_says_why_in_the_ledger(
+    herald_db, stub_pipeline
+):
+    from tests.helpers import ROUTES, make_settings
+
+    routes = {**ROUTES, "routes": [{**r, "subject": "{{ row.title }} ({{ 1 // row.seats }})"}
+                                   for r in ROUTES["routes"]]}  # fmt: skip
+    stub_pipeline.use(settings=make_settings(herald_db, routes))
+    sql(herald_db, "INSERT INTO classes (title, seats) VALUES ('Yoga', 4)")
+    sql(herald_db, "UPDATE classes SET seats = 0")  # 1 // 0 fails on this change only
+    stub_pipeline.orchestrate()
+    subjects = sorted(m.message["Subject"] for m in stub_pipeline.mailer.sent)
+    assert subjects == ['Classes: "Yoga" updated (seats)'] * 2
+    notes = {j["last_error"] for j in jobs(herald_db, "send_email")}
+    assert len(notes) == 1 and "subject template failed" in notes.pop()
+    assert {j["status"] for j in jobs(herald_db, "send_email")} == {"complete"}
+
+
+def test_an_email_lists_the_columns_in_the_tables_order(herald_db, stub_pipeline):
+    sql(herald_db, "ALTER TABLE members ADD COLUMN zeta text, ADD COLUMN alpha text")
+    sql(herald_db, "INSERT INTO members (first_name, zeta, alpha) VALUES ('Ann', 'z', 'a')")
+    stub_pipeline.orchestrate()
+    [sent] = stub_pipeline.mailer.sent
+    text = sent.message.get_body(("plain",)).get_content()
+    positions = [text.find(label) for label in ("First name", "Zeta", "Alpha")]
+    assert -1 not in positions and positions == sorted(positions), text

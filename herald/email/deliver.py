@@ -25,11 +25,12 @@ from herald.config import Settings
 from herald.email.mailer import Mailer
 from herald.email.mime import build_message, message_id_for
 from herald.email.render import ChangeView, render_notification
-from herald.enrich.pii import unalias
+from herald.enrich.sanitise import restore_summary
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext
 from herald.ratelimit import limiter_for
 from herald.sql import queries
+from herald.templating import presentation_for
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def summary_for(summary_row: dict | None) -> tuple[str | None, str | None]:
         return None, None
     if summary_row["status"] == "unavailable":
         return None, SUMMARY_UNAVAILABLE
-    text = unalias(summary_row["summary"] or "", summary_row["aliases"] or {})
+    text = restore_summary(summary_row["summary"] or "", summary_row["aliases"] or {})
     return text, SUMMARY_OFFLINE if summary_row["status"] == "offline" else None
 
 
@@ -70,6 +71,7 @@ def send_notification_email(
     recipient = job["recipient"]
     message_id = message_id_for(notification["id"], recipient, settings.mail_domain)
     summary, note = summary_for(summary_row)
+    columns = tuple(ctx.job.get("table_columns") or ())  # the table's column order
     rendered = render_notification(
         [
             ChangeView(
@@ -80,12 +82,14 @@ def send_notification_email(
                 old_row=c.old_row,
                 new_row=c.new_row,
                 changed_at=c.changed_at,
+                columns=columns,
             )
             for c in changes
         ],
         summary=summary,
         summary_note=note,
         route=notification["route"],
+        presentation=presentation_for(settings, notification["route"]),
     )
     message = build_message(
         rendered,
@@ -94,7 +98,8 @@ def send_notification_email(
         message_id=message_id,
         change_ids=[c.id for c in changes],
     )
-    delivery = _Delivery(ctx.job_id, notification["id"], recipient, message_id, message)
+    delivery = _Delivery(ctx.job_id, notification["id"], recipient, message_id, message,
+                         note="; ".join(rendered.warnings) or None)  # fmt: skip
 
     # Autocommit: each statement below is its own transaction, one round trip each.
     with db.autocommit(pool) as conn:
@@ -124,6 +129,8 @@ class _Delivery:
     recipient: str
     message_id: str
     message: bytes
+    #: Kept as the job's last_error when it completes (a subject template that failed).
+    note: str | None = None
     #: False once `delivery_sent_job_complete` released the advisory lock with the row.
     locked: bool = True
 
@@ -220,7 +227,7 @@ def _send(
     fold_breaker = call.breaker is not None and not call.probe
     conn.execute(
         queries["delivery_sent_job_complete"],
-        {"delivery_id": row["id"], "job_id": delivery.job_id,
+        {"delivery_id": row["id"], "job_id": delivery.job_id, "note": delivery.note,
          "breaker": call.breaker if fold_breaker else None, "key": delivery.lock_key},
     )  # fmt: skip
     delivery.locked = False

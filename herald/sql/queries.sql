@@ -144,6 +144,9 @@ SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
        n.created_at AS n_created_at,
        sm.status AS sm_status, sm.summary AS sm_summary, sm.model AS sm_model,
        sm.aliases AS sm_aliases, sm.error AS sm_error,
+       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(n.table_name) AND a.attnum > 0
+           AND NOT a.attisdropped) AS table_columns,
        (SELECT jsonb_object_agg(b.breaker, b.state) FROM herald.circuit_breakers b) AS breakers,
        c.id, c.table_name, c.operation, c.row_pk, c.old_row, c.new_row, c.changed_at
   FROM herald.jobs j
@@ -314,7 +317,8 @@ WITH sent AS (
     RETURNING id
 ), done AS (
     UPDATE herald.jobs
-       SET status = 'complete', finished_at = clock_timestamp()
+       SET status = 'complete', finished_at = clock_timestamp(),
+           last_error = COALESCE(%(note)s, last_error)
      WHERE id = %(job_id)s AND status = 'running'
     RETURNING id
 ), breaker AS (
