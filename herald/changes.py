@@ -18,7 +18,7 @@ MAX_CHANGE_BYTES = 1_000_000
 #: RecursionError near 1,000. `[limits] max_change_depth` overrides it.
 MAX_CHANGE_DEPTH = 64
 #: The change-log columns measured before a change is loaded, as lock_changes names them.
-MEASURED = (("row_pk", "pk"), ("old_row", "old"), ("new_row", "new"))
+_MEASURED = (("row_pk", "pk"), ("old_row", "old"), ("new_row", "new"))
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def over_limits(measures: Mapping[str, Any], *, max_bytes: int, max_depth: int) 
     the limits. `measures` holds its id, `pk_bytes`, `old_bytes`, `new_bytes` and
     `too_deep` (the first column nested deeper than `max_depth`, or None)."""
     change_id = measures["id"]
-    sizes = {column: measures[f"{short}_bytes"] or 0 for column, short in MEASURED}
+    sizes = {column: measures[f"{short}_bytes"] or 0 for column, short in _MEASURED}
     total = sum(sizes.values())
     if total > max_bytes:
         column = max(sizes, key=lambda c: sizes[c])
