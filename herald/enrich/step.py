@@ -19,6 +19,7 @@ from herald.breaker import CircuitOpen, guarded
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
 from herald.enrich.pii import alias_pii
+from herald.enrich.prompts import MAX_PROMPT_CHARS
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext, JobRef, NewJob
 from herald.sql import queries
@@ -60,7 +61,12 @@ def enrich(
     if existing and existing["status"] in ("ok", "offline"):
         status = "skipped"  # a previous attempt summarised, then died before handing off
     else:
-        aliased = alias_pii([c.as_data() for c in changes], settings.ai.pii_fields)
+        aliased = alias_pii(
+            [c.as_data() for c in changes],
+            settings.ai.pii_fields,
+            synonyms=settings.pii_synonyms_for(notification["route"]),
+            max_chars=MAX_PROMPT_CHARS,  # alias only what can reach the model
+        )
         aliases = aliased.aliases
         try:
             # Rate limit and circuit breaker first: they may raise Postponed (deferred).

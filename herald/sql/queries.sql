@@ -186,24 +186,6 @@ UPDATE herald.jobs
    SET published_at = clock_timestamp(), eta = clock_timestamp() + make_interval(secs => %(delay_seconds)s)
  WHERE id = %(id)s;
 
--- name: lock_job
-SELECT id, status, notification_id, change_id, recipient FROM herald.jobs WHERE id = %(id)s FOR UPDATE;
-
--- name: load_notification
-SELECT n.id, n.route, n.table_name, n.row_pk, n.change_ids, n.recipients, n.ai, n.on_ai_failure,
-       n.priority, n.created_at
-  FROM herald.notifications n
- WHERE n.id = %(id)s;
-
--- name: load_changes
-SELECT id, table_name, operation, row_pk, old_row, new_row, changed_at
-  FROM herald.change_log
- WHERE id = ANY(%(ids)s::bigint[])
- ORDER BY id;
-
--- name: load_summary
-SELECT status, summary, model, aliases, error FROM herald.summaries WHERE notification_id = %(id)s;
-
 -- name: enrich_handoff
 -- The enrich step's hand-off, one statement and so one transaction: when the job is still
 -- running, its summary saved (when %(save)s), its email jobs written (an open duplicate is
