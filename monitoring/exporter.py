@@ -2,9 +2,10 @@
 
 One process computes what no worker can see: pending jobs per actor (delayed ones
 included), jobs by status, the age of the oldest due job, the change-log backlog, the
-orchestrator's last success and the circuit breakers. Each scrape runs one query
-(``monitoring/sql/metrics.sql``) on a fresh connection, so the figures are always
-current, survive worker restarts, and a database restart costs one failed scrape.
+orchestrator's last success and the circuit breakers. A scrape runs one query
+(``monitoring/sql/metrics.sql``) on the exporter's one connection, opened again after a
+database restart (which costs one failed scrape); the figures are at most a second old,
+however many scrapes come at once (see ``LedgerCollector``), and survive worker restarts.
 
 A failed read exports ``herald_exporter_up 0`` and nothing else, never stale zeros
 (see ``monitoring.metrics.exporter_families``).
@@ -12,6 +13,7 @@ A failed read exports ``herald_exporter_up 0`` and nothing else, never stale zer
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -22,8 +24,8 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
-from psycopg.rows import dict_row
 
+from herald import db
 from herald.config import Settings
 from monitoring import metrics as catalogue
 from monitoring.sql import metrics_queries
@@ -34,6 +36,10 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5
 #: Longest the snapshot query may run (milliseconds).
 STATEMENT_TIMEOUT_MS = 5000
+#: Scrapes within this many seconds of a read are served its figures.
+CACHE_SECONDS = 1.0
+#: How the exporter's connection shows in pg_stat_activity.
+APPLICATION_NAME = "herald-exporter"
 
 
 def read_snapshot(conn: psycopg.Connection[Any]) -> catalogue.ExporterSnapshot:
@@ -67,35 +73,79 @@ def read_snapshot(conn: psycopg.Connection[Any]) -> catalogue.ExporterSnapshot:
 
 
 class LedgerCollector:
-    """A prometheus_client custom collector reading the ledger on every ``collect()``."""
+    """A prometheus_client custom collector serving the ledger's figures.
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    The server answers each scrape on a thread of its own, so a flood of scrapes must not
+    become a flood of connections: one connection is kept and reused (opened again when
+    it breaks), one scrape at a time reads, and what it read serves every scrape of the
+    next `cache_seconds` (a failed read too: a database that is down is not asked again
+    by every waiting scrape).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.connect = connect
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._snapshot: catalogue.ExporterSnapshot | None = None
+        self._read_at = 0.0
+        #: Reads made (a scrape served from the cache makes none); for tests.
+        self.reads = 0
 
     @classmethod
-    def for_url(cls, database_url: str) -> LedgerCollector:
+    def for_url(cls, database_url: str, **kwargs: Any) -> LedgerCollector:
         def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(
+            # herald.db.connect: a refused URL's message never quotes its credentials.
+            return db.connect(
                 database_url,
                 autocommit=True,
-                row_factory=dict_row,
                 connect_timeout=CONNECT_TIMEOUT,
                 options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                application_name="herald-exporter",
+                application_name=APPLICATION_NAME,
             )
 
-        return cls(connect)
+        return cls(connect, **kwargs)
+
+    def snapshot(self) -> catalogue.ExporterSnapshot:
+        """The ledger's figures: read now, or those read less than `cache_seconds` ago."""
+        with self._lock:
+            cached = self._snapshot
+            if cached is not None and self.clock() - self._read_at < self.cache_seconds:
+                return cached
+            started = time.perf_counter()
+            try:
+                snapshot = read_snapshot(self._connection())
+            except psycopg.Error as error:
+                logger.error("Exporter could not read PostgreSQL: %s", error)
+                self.close()  # broken or not: the next read starts on a new connection
+                snapshot = catalogue.ExporterSnapshot(up=False)
+            self.reads += 1
+            snapshot.scrape_duration = time.perf_counter() - started
+            self._snapshot, self._read_at = snapshot, self.clock()
+            return snapshot
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self.close()
+            conn = self._conn = self.connect()
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def collect(self) -> Iterator[Metric]:
-        started = time.perf_counter()
-        try:
-            with self.connect() as conn:
-                snapshot = read_snapshot(conn)
-        except psycopg.Error as error:
-            logger.error("Exporter could not read PostgreSQL: %s", error)
-            snapshot = catalogue.ExporterSnapshot(up=False)
-        snapshot.scrape_duration = time.perf_counter() - started
-        yield from catalogue.exporter_families(snapshot)
+        yield from catalogue.exporter_families(self.snapshot())
 
     def describe(self) -> list[Metric]:
         # Names only, without touching the database at registration.
@@ -113,7 +163,8 @@ def serve(
     """Serve the ledger gauges on ``http://host:port/metrics`` until SIGTERM or SIGINT
     (or until ``stop`` is set). ``ready`` is called with the bound port once listening."""
     registry = CollectorRegistry()
-    registry.register(LedgerCollector.for_url(settings.database_url))
+    collector = LedgerCollector.for_url(settings.database_url)
+    registry.register(collector)
     server, thread = start_http_server(port, addr=host, registry=registry)
     bound = server.server_address[1]
     logger.info("Herald exporter serving http://%s:%d/metrics", host, bound)
@@ -130,3 +181,4 @@ def serve(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        collector.close()
