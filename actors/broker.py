@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     CurrentMessage,
@@ -28,7 +27,9 @@ from actors.deferral import Deferrals
 from actors.ledger_middleware import Ledger
 from actors.periodic import PeriodicRetries
 from actors.pool_sizing import PoolSizing
+from actors.rabbitmq import rabbitmq_broker
 from herald.config import ConfigError, Settings
+from herald.redact import scheme_of
 from monitoring.prometheus import Prometheus
 
 #: The openai client's HTTP stack logs every request at INFO: hundreds of AI calls a
@@ -36,7 +37,8 @@ from monitoring.prometheus import Prometheus
 #: in it). Its warnings and errors still show; the enrich step logs its own failures.
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
 
-#: Queues are declared with x-max-priority; route priorities map into 0..MAX_PRIORITY.
+#: Classic queues are declared with x-max-priority; route priorities map into
+#: 0..MAX_PRIORITY (quorum queues have none: a queue per priority, actors/quorum.py).
 MAX_PRIORITY = 10
 
 #: Periodic messages older than this are skipped by periodiq (a backlog of ticks is useless).
@@ -73,15 +75,16 @@ def build_broker(settings: Settings, pool: ConnectionPool[Any]) -> dramatiq.Brok
         logging.getLogger(name).setLevel(logging.WARNING)
     url = settings.broker_url
     if url.startswith("stub:"):
+        if settings.broker.queue_type != "classic":
+            raise ConfigError('[broker] queue_type = "quorum" needs RabbitMQ, not stub://')
         return StubBroker(middleware=middleware(settings, pool))
     if url.startswith(("amqp://", "amqps://")):
-        return RabbitmqBroker(
-            url=url,
-            confirm_delivery=True,
-            max_priority=MAX_PRIORITY,
-            middleware=middleware(settings, pool),
-        )
-    scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        # One node, or several of a cluster separated by ';' (actors/rabbitmq.py).
+        return rabbitmq_broker(settings, middleware(settings, pool), max_priority=MAX_PRIORITY)
+    # The scheme alone: the rest may hold a password (`herald:PASSWORD@rabbit/herald`
+    # has no scheme at all, and its user name is no scheme either).
+    scheme = scheme_of(url)
     raise ConfigError(
-        f"HERALD_BROKER_URL: unsupported scheme {scheme[:16]!r} (use amqp://, amqps:// or stub://)"
+        f"HERALD_BROKER_URL: {f'unsupported scheme {scheme!r}' if scheme else 'no scheme'} "
+        "(use amqp://, amqps:// or stub://)"
     )

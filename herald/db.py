@@ -17,6 +17,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from herald.redact import scrub, url_secrets
+
 #: A row as `dict_row` makes it: column name -> value.
 DictRow = dict[str, Any]
 #: What `connect` and the pools hand out. Pools are typed `ConnectionPool[Any]`, as callers
@@ -24,10 +26,35 @@ DictRow = dict[str, Any]
 #: and `autocommit` give a `DictConnection`.
 DictConnection = psycopg.Connection[DictRow]
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+class ConnectError(psycopg.OperationalError):
+    """PostgreSQL could not be reached or the URL was refused; the message is libpq's with
+    every credential of the URL masked (libpq quotes a malformed URL back, password and
+    all). Still a `psycopg.OperationalError`, for callers that catch those."""
+
+
+def connect_error(error: psycopg.Error, url: str) -> ConnectError:
+    """`error`, raised while connecting to `url`, as a `ConnectError` safe to show."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return ConnectError(f"cannot connect to PostgreSQL: {scrub(detail, url_secrets(url))}")
+
+
+class _Connection(psycopg.Connection[Any]):
+    """A connection whose connect-time errors never quote the URL's credentials (the pool
+    logs them: psycopg_pool's "error connecting in 'herald': ...")."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+        try:
+            return super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            raise connect_error(exc, conninfo) from None
+
+
+def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
     """A single connection, for CLI commands and tests (a `DictConnection`, typed loosely
-    so it also passes where a bare `psycopg.Connection` is expected)."""
-    return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)
+    so it also passes where a bare `psycopg.Connection` is expected). `kwargs` are libpq's
+    (connect_timeout, application_name, ...). A failure to connect is a `ConnectError`."""
+    return _Connection.connect(url, autocommit=autocommit, row_factory=dict_row, **kwargs)
 
 
 #: Connections a pool opens at most before the worker says how many threads it runs.
@@ -52,6 +79,7 @@ def make_pool(url: str, *, max_size: int | None = None) -> ConnectionPool[Any]:
         min_size=1,
         max_size=max_size or DEFAULT_POOL_SIZE,
         kwargs={"row_factory": dict_row},
+        connection_class=_Connection,
         open=True,
         name="herald",
         # A restarted PostgreSQL leaves dead connections in the pool; check on checkout so
