@@ -422,9 +422,10 @@ def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    broker_url: str = DEFAULT_BROKER_URL
-    smtp_url: str = DEFAULT_SMTP_URL
+    # The URLs may hold credentials: never in a repr (herald/redact.py for messages).
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    broker_url: str = field(default=DEFAULT_BROKER_URL, repr=False)
+    smtp_url: str = field(default=DEFAULT_SMTP_URL, repr=False)
     mail_from: str = DEFAULT_MAIL_FROM
     #: `[mail] batch_size`: email jobs per `send_emails` message (1: one message per job).
     mail_batch_size: int = DEFAULT_MAIL_BATCH_SIZE
@@ -442,7 +443,7 @@ class Settings:
     #: HERALD_WAKER: the LISTEN/NOTIFY waker in the workers (off: periodiq alone).
     waker: bool = True
     openai_api_key: str | None = field(default=None, repr=False)
-    openai_base_url: str | None = None
+    openai_base_url: str | None = field(default=None, repr=False)
     ai: AISettings = AISettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     breakers: BreakerSettings = BreakerSettings()
