@@ -22,12 +22,20 @@ def applied(conn: psycopg.Connection[Any]) -> set[str]:
     }
 
 
+def _schema_exists(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regnamespace('herald') IS NOT NULL AS found").fetchone()
+    return bool(row and (row["found"] if isinstance(row, dict) else row[0]))
+
+
 def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply every migration not applied yet, each in its own transaction; return their names."""
     done: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS herald")
+        # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+        # database even when the schema exists, and Herald's role owns its schema only.
+        if not _schema_exists(conn):
+            conn.execute("CREATE SCHEMA herald")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS herald.migrations ("
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
