@@ -204,3 +204,97 @@ def test_dockerfile_runs_unprivileged() -> None:
     assert 'CMD ["dramatiq", "herald.worker:setup"' in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".git" in ignored
+
+
+# -- least privilege: Herald's own database role, Grafana and Prometheus locked down ----------
+
+ROLE_SCRIPT = REPO / "postgres" / "herald-role.sql"
+
+
+def test_herald_connects_as_its_own_role_made_by_the_init_script(compose: dict) -> None:
+    services = compose["services"]
+    postgres = services["postgres"]
+    superuser = postgres["environment"]["POSTGRES_USER"]
+    assert superuser != "herald", "Herald's role must not be the superuser POSTGRES_USER makes"
+    for name in HERALD_SERVICES:
+        url = services[name]["environment"]["HERALD_DATABASE_URL"]
+        assert url.startswith("postgresql://herald:${HERALD_DB_PASSWORD"), (name, url)
+    assert str(postgres["environment"]["HERALD_DB_PASSWORD"]).startswith("${")
+    mounts = [v.split(":") for v in postgres["volumes"] if isinstance(v, str)]
+    init = ["./postgres/herald-role.sql", "/docker-entrypoint-initdb.d/10-herald-role.sql", "ro"]
+    assert init in mounts
+    script = ROLE_SCRIPT.read_text()
+    assert "NOSUPERUSER" in script and "CREATE SCHEMA herald AUTHORIZATION herald" in script
+    assert "\\getenv herald_password HERALD_DB_PASSWORD" in script  # no password in the file
+
+
+def test_grafana_needs_a_password_and_shows_nothing_anonymously(compose: dict) -> None:
+    env = compose["services"]["grafana"]["environment"]
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?"), password  # required, no default
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert "admin}" not in COMPOSE.read_text()
+
+
+def test_prometheus_cannot_be_reconfigured_or_stopped_over_http(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        command = service.get("command") or []
+        assert "--web.enable-lifecycle" not in command, name
+        assert "--web.enable-admin-api" not in command, name
+
+
+@pytest.mark.integration
+def test_the_init_script_makes_a_role_that_runs_herald_and_nothing_more(
+    postgres_server, tmp_path: Path
+) -> None:
+    """The script on a real PostgreSQL: `herald db upgrade` and `herald track` work as the
+    role it makes, which is no superuser and can create nothing outside its schema."""
+    import psycopg
+
+    from herald.migrate import upgrade
+    from tests.services.postgres import _bin_dir
+
+    url = postgres_server.create_database()
+    as_herald = url.replace("://postgres@", "://herald@", 1)
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'herald'").fetchone():
+            pytest.skip("a role named herald exists on this server already")
+    try:
+        done = subprocess.run(
+            [str(_bin_dir() / "psql"), "-X", "-q", "-d", url, "-f", str(ROLE_SCRIPT)],
+            env={"HERALD_DB_PASSWORD": "a-local-password", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        with psycopg.connect(as_herald) as conn:
+            upgrade(conn)
+            conn.commit()
+            assert upgrade(conn) == []  # and again: safe to run twice as the role
+            conn.commit()
+            row = conn.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                "WHERE rolname = current_user"
+            ).fetchone()
+            assert row == (False, False, False)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CREATE SCHEMA elsewhere")
+            conn.rollback()
+        # The application's table (made by another role) is tracked by its owner, or by
+        # Herald's role once the owner grants it TRIGGER (the first time; see the docs).
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE classes (id serial PRIMARY KEY, title text)")
+            conn.execute("GRANT TRIGGER ON classes TO herald")
+        with psycopg.connect(as_herald, autocommit=True) as conn:
+            conn.execute("SELECT herald.track('public.classes')")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO classes (title) VALUES ('Yoga')")  # the owner writes
+            [(count,)] = conn.execute("SELECT count(*) FROM herald.change_log").fetchall()
+            assert count == 1
+    finally:
+        postgres_server.drop_database(url.rsplit("/", 1)[1])
+        with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+            conn.execute("DROP ROLE IF EXISTS herald")
