@@ -381,6 +381,42 @@ def _limits(raw: Mapping[str, Any]) -> LimitSettings:
     return LimitSettings(**rates, max_change_bytes=max_bytes, max_change_depth=max_depth)
 
 
+#: `[broker] queue_type`: classic queues (one node, message priorities) or quorum queues
+#: (replicated on a cluster; each priority a queue of its own: actors/quorum.py).
+QUEUE_TYPES = ("classic", "quorum")
+#: Deliveries of one message before a quorum queue dead-letters it (RabbitMQ 4's default).
+DEFAULT_DELIVERY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """`[broker]`: the queue type Herald declares, the quorum queues' delivery limit, and
+    whether each process shuffles the nodes of HERALD_BROKER_URL (`a;b;c`) so that
+    workers spread over a cluster (false: every process tries them in the order given)."""
+
+    queue_type: str = "classic"
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    shuffle_nodes: bool = True
+
+
+def _broker(raw: Mapping[str, Any]) -> BrokerSettings:
+    unknown = set(raw) - set(BrokerSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[broker]: unknown option(s) {', '.join(sorted(unknown))}")
+    queue_type = raw.get("queue_type", "classic")
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(
+            f"[broker] queue_type must be one of {', '.join(QUEUE_TYPES)}, not {queue_type!r:.40}"
+        )
+    limit = raw.get("delivery_limit", DEFAULT_DELIVERY_LIMIT)
+    if type(limit) is not int or limit < 1:
+        raise ConfigError("[broker] delivery_limit must be a positive integer")
+    shuffle = raw.get("shuffle_nodes", True)
+    if not isinstance(shuffle, bool):
+        raise ConfigError("[broker] shuffle_nodes must be true or false")
+    return BrokerSettings(queue_type=queue_type, delivery_limit=limit, shuffle_nodes=shuffle)
+
+
 #: `herald serve`'s defaults: loopback only unless configured.
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080
@@ -451,6 +487,7 @@ class Settings:
     routes: tuple[Route, ...] = ()
     retries: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRIES))
     retention: RetentionSettings = RetentionSettings()
+    broker: BrokerSettings = BrokerSettings()
     config_path: str | None = None
     #: `herald serve`: HERALD_API_HOST, HERALD_API_PORT and HERALD_API_TOKENS.
     api_host: str = DEFAULT_API_HOST
@@ -593,6 +630,7 @@ def settings_from_mapping(
         routes=routes,
         retries=_retries(_section(raw, "retries")),
         retention=_retention(_section(raw, "retention")),
+        broker=_broker(_section(raw, "broker")),
         config_path=config_path,
         api_host=env.get("HERALD_API_HOST") or DEFAULT_API_HOST,
         api_port=api_port,

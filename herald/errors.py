@@ -17,3 +17,11 @@ class PermanentError(HeraldError):
 
 class TransientError(HeraldError):
     """The same attempt may succeed later; retried with backoff."""
+
+
+class ConfigError(ValueError):
+    """Configuration Herald refuses to start with; the message names the culprit.
+
+    Defined here (and re-exported by `herald.config`) so that `herald.environment`,
+    which `herald.config` reads, can raise it without importing `herald.config`.
+    """

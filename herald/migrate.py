@@ -22,6 +22,12 @@ def applied(conn: psycopg.Connection[Any]) -> set[str]:
     }
 
 
+def pending(conn: psycopg.Connection[Any]) -> list[str]:
+    """The migrations `upgrade` would apply (all of them: the herald schema is missing)."""
+    done = applied(conn)
+    return [name for name, _ in sql.migrations() if name not in done]
+
+
 def _schema_exists(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT to_regnamespace('herald') IS NOT NULL AS found").fetchone()
     return bool(row and (row["found"] if isinstance(row, dict) else row[0]))

@@ -1,6 +1,8 @@
-"""Attaching Herald's change-log trigger to application tables."""
+"""Attaching Herald's change-log trigger to application tables, and listing what is tracked."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 
@@ -21,3 +23,17 @@ def track(conn: psycopg.Connection, table: str) -> None:
         raise PermanentError(
             "the herald schema is missing: run `herald db upgrade` first"
         ) from None
+
+
+def tracked_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Tables with the change-log trigger, named as their changes are (`schema.table`)."""
+    return [_name(row) for row in conn.execute(queries["tracked_tables"])]
+
+
+def application_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every table outside PostgreSQL's schemas and Herald's own, as `schema.table`."""
+    return [_name(row) for row in conn.execute(queries["application_tables"])]
+
+
+def _name(row: Any) -> str:
+    return str(row["table_name"] if isinstance(row, dict) else row[0])

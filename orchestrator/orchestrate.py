@@ -27,6 +27,7 @@ from herald.db import DictConnection
 from herald.ledger import JobRef, NewJob, Publish
 from herald.sql import queries
 from orchestrator.claim import lock_batch
+from orchestrator.coverage import warn_gaps
 from orchestrator.debounce import write_debounced
 from orchestrator.routing import Outcome, Planned, first_jobs, plan
 
@@ -225,6 +226,7 @@ def run_orchestrator(
         conn.commit()
     assert run is not None  # INSERT ... RETURNING of one row
     run_id = run["id"]
+    warn_gaps(pool, settings)  # tracked tables with no route, routes on untracked tables
     status, error = "succeeded", None
     publisher = _Overlapped(pool, publish, report)
     try:

@@ -1,4 +1,4 @@
-"""The `herald` command: demo, schema, tracking, orchestrating, and looking inside."""
+"""The `herald` command: demo, schema, tracking, orchestrating, checking, and looking inside."""
 
 from __future__ import annotations
 
@@ -8,28 +8,42 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import psycopg
+
+from herald.cli.database import (
+    SCHEMA_MISSING,
+    DatabaseProblem,
+    database_settings,
+    open_database,
+    open_herald,
+    schema_error,
+)
 from herald.config import ConfigError, load_settings
 
 
-def _settings():
-    return load_settings()
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("herald")
+    except PackageNotFoundError:  # run from a source tree without `pip install -e .`
+        return "unknown (not installed)"
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from herald.db import connect
     from herald.migrate import upgrade
 
-    with connect(_settings().database_url) as conn:
+    with open_database(database_settings(), autocommit=False) as conn:
         applied = upgrade(conn)
     print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
     return 0
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from herald.db import connect
     from herald.tracking import track
 
-    with connect(_settings().database_url) as conn:
+    with open_herald(database_settings(), autocommit=False) as conn:
         track(conn, args.table)
     print(f"tracking {args.table}")
     return 0
@@ -39,7 +53,9 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
     from herald.bootstrap import bootstrap
     from orchestrator.orchestrate import run_orchestrator
 
-    app = bootstrap(_settings())
+    settings = load_settings()
+    open_herald(settings).close()  # down or not migrated: one line now, not a pool's 30 s
+    app = bootstrap(settings)
     try:
         report = run_orchestrator(app.pool, app.settings, app.publish)
     finally:
@@ -60,7 +76,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        return run_demo(out=args.out, changes=args.changes, started=started)
+        return run_demo(
+            out=args.out, changes=args.changes, started=started, force=args.force, keep=args.keep
+        )
     except DemoError as exc:
         print(f"herald demo: {exc}", file=sys.stderr)
         return 1
@@ -72,34 +90,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the whole pipeline in one process on embedded defaults")
-    demo.add_argument("--out", default="herald-demo", help="where to write the .eml files")
-    demo.add_argument("--changes", type=int, default=12, help="how many sample changes to make")
+def add_core_commands(sub: argparse._SubParsersAction) -> None:
+    """demo, db upgrade, track, orchestrate."""
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline in one process on embedded defaults",
+        description="Run Herald end to end on an embedded PostgreSQL and an in-memory "
+        "broker; the emails are written as .eml files and an index.html to open in a browser.",
+    )
+    demo.add_argument(
+        "--out", default="herald-demo", help="where to write the emails (default herald-demo)"
+    )
+    demo.add_argument(
+        "--changes", type=int, default=12, help="how many sample changes to make (default 12)"
+    )
+    demo.add_argument("--force", action="store_true", help="empty a non-empty output folder first")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the embedded PostgreSQL running, to try `herald stats` on it (^C stops it)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="the herald schema").add_subparsers(
-        dest="db_command", required=True
+        dest="db_command", required=True, metavar="COMMAND"
     )
     up = db.add_parser("upgrade", help="create or migrate the schema (safe to run again)")
     up.set_defaults(func=cmd_db_upgrade)
 
     track = sub.add_parser("track", help="attach the change-log trigger to a table")
-    track.add_argument("table")
+    track.add_argument("table", help="the table to track, e.g. classes or billing.invoices")
     track.set_defaults(func=cmd_track)
 
     orch = sub.add_parser("orchestrate", help="run the orchestrator now, in this process")
-    orch.add_argument("--json", action="store_true")
+    orch.add_argument("--json", action="store_true", help="print the run's counts as JSON")
     orch.set_defaults(func=cmd_orchestrate)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"herald {version()}", help="print the version"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_core_commands(sub)
+
+    from herald.cli.check import add_check_command
     from herald.cli.ops import add_commands
 
+    add_check_command(sub)
     add_commands(sub)
     return parser
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's first line: tracebacks and libpq's hints are for `-v`."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,10 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseProblem as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        if args.verbose:
+            raise
+        if schema_error(exc):
+            print(f"herald: {SCHEMA_MISSING} ({one_line(exc)})", file=sys.stderr)
+        else:
+            print(f"herald: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - one clear line for operators, not a traceback
         if args.verbose:
             raise
-        print(f"herald: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"herald: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -39,10 +39,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _connect(*, autocommit: bool = True) -> Any:
-    from herald.config import load_settings
-    from herald.db import connect
+    """The database of HERALD_DATABASE_URL with the herald schema up to date, or one line
+    saying why not (`herald.cli.database`); no broker needed."""
+    from herald.cli.database import database_settings, open_herald
 
-    return connect(load_settings().database_url, autocommit=autocommit)
+    return open_herald(database_settings(), autocommit=autocommit)
 
 
 def _operator_errors(command: str, func: Handler) -> Handler:
@@ -516,13 +517,13 @@ def add_stats_command(sub: argparse._SubParsersAction) -> None:
 def cmd_metrics_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from herald.config import load_settings
+    from herald.cli.database import database_settings
     from monitoring.exporter import serve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings()
+    settings = database_settings()  # the exporter reads PostgreSQL only
     host = args.host or settings.metrics_host
     port = settings.exporter_port if args.port is None else args.port
     try:

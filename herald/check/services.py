@@ -1,0 +1,167 @@
+"""`herald check`'s services: RabbitMQ connects, SMTP answers EHLO (and takes the login),
+the AI endpoint answers. Each check opens one connection, bounded by `TIMEOUT`, and
+closes it; nothing is published, sent or billed beyond one token when the model must be
+tried. Details name hosts and ports, never a password or a key.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+from herald.check.results import TIMEOUT, CheckResult, fail, first_line, ok, skip, warn
+from herald.config import Settings
+
+
+def broker_nodes(url: str) -> list[str]:
+    """The nodes of HERALD_BROKER_URL (several may be separated by `;`)."""
+    return [u.strip() for u in url.split(";") if u.strip()]
+
+
+def node_address(url: str) -> str:
+    """`host:port/vhost` of an AMQP URL, without its credentials."""
+    parts = urlsplit(url)
+    default = 5671 if parts.scheme == "amqps" else 5672
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = default
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return f"{parts.hostname or 'localhost'}:{port} vhost {vhost}"
+
+
+def _amqp_reason(exc: BaseException) -> str:
+    """pika's exceptions wrap the reason; the innermost one says it (never the URL)."""
+    inner: BaseException = exc
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    text = first_line(inner) if str(inner).strip() else type(inner).__name__
+    return text[:200]
+
+
+def check_rabbitmq(settings: Settings) -> CheckResult:
+    """Each node of HERALD_BROKER_URL accepts a connection (opened, then closed)."""
+    url = settings.broker_url
+    if url.startswith("stub:"):
+        return skip("rabbitmq", "stub:// broker (in-process, tests and the demo)")
+    import pika
+
+    answered, refused = [], []
+    for node in broker_nodes(url):
+        address = node_address(node)
+        try:
+            params = pika.URLParameters(node)
+            params.socket_timeout = TIMEOUT
+            params.stack_timeout = TIMEOUT
+            params.blocked_connection_timeout = TIMEOUT
+            params.connection_attempts = 1
+            params.retry_delay = 0
+            connection = pika.BlockingConnection(params)
+        except Exception as exc:  # noqa: BLE001 - pika raises many kinds; each is one line
+            refused.append(f"{address}: {_amqp_reason(exc)}")
+            continue
+        connection.close()
+        answered.append(address)
+    if not answered:
+        return fail("rabbitmq", f"cannot connect: {'; '.join(refused)}")
+    if refused:
+        return warn("rabbitmq", f"{', '.join(answered)} connected; {'; '.join(refused)}")
+    return ok("rabbitmq", f"{', '.join(answered)}: connected")
+
+
+def check_smtp(settings: Settings) -> CheckResult:
+    """The SMTP server answers EHLO, STARTTLS when asked, and takes the login if any."""
+    from herald.email.smtp import SmtpSettings
+
+    if settings.smtp_url.startswith("file:"):
+        return skip("smtp", "file:// mail: emails are written to a folder")
+    try:
+        s = SmtpSettings.from_url(settings.smtp_url)
+    except ValueError as exc:
+        return fail("smtp", f"HERALD_SMTP_URL: {exc}")
+    address = f"{s.host}:{s.port}"
+    context = ssl.create_default_context()
+    try:
+        conn = (
+            smtplib.SMTP_SSL(s.host, s.port, timeout=TIMEOUT, context=context)
+            if s.tls
+            else smtplib.SMTP(s.host, s.port, timeout=TIMEOUT)
+        )
+    except (OSError, smtplib.SMTPException) as exc:
+        return fail("smtp", f"{address}: cannot connect: {_os_reason(exc)}")
+    try:
+        code, _ = conn.ehlo()
+        if code != 250:
+            return fail("smtp", f"{address}: EHLO answered {code}")
+        steps = ["EHLO"]
+        if s.starttls:
+            conn.starttls(context=context)
+            conn.ehlo()
+            steps.append("STARTTLS")
+        if s.username is not None:
+            conn.login(s.username, s.password or "")
+            steps.append(f"logged in as {s.username}")
+    except smtplib.SMTPAuthenticationError as exc:
+        return fail("smtp", f"{address}: login as {s.username} refused ({exc.smtp_code})")
+    except (OSError, smtplib.SMTPException) as exc:
+        return fail("smtp", f"{address}: {_os_reason(exc)}")
+    finally:
+        _quit(conn)
+    return ok("smtp", f"{address}: {', '.join(steps)}")
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"no answer within {TIMEOUT:g}s"
+    return getattr(exc, "strerror", None) or first_line(exc)
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (OSError, smtplib.SMTPException):
+        conn.close()
+
+
+def check_ai(settings: Settings) -> CheckResult:
+    """The endpoint answers with this key: its models list names the model, or else the
+    model answers a one-token completion."""
+    if not settings.ai.enabled:
+        return skip("ai", "AI off ([ai] enabled = false)")
+    if not settings.openai_api_key:
+        return skip("ai", "AI off (no OPENAI_API_KEY): emails carry the offline summary")
+    import openai
+
+    base, model = settings.openai_base_url, settings.ai.model
+    client = openai.OpenAI(
+        api_key=settings.openai_api_key, base_url=base, timeout=TIMEOUT, max_retries=0
+    )
+    try:
+        try:
+            listed = {m.id for m in client.models.list()}
+        except openai.NotFoundError:  # servers without a models list
+            listed = set()
+        if model in listed:
+            return ok("ai", f"{base}: answered, model {model} listed")
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
+        )
+    except openai.AuthenticationError:
+        return fail("ai", f"{base}: the key was refused (401)")
+    except openai.APIStatusError as exc:
+        return fail("ai", f"{base}: model {model}: HTTP {exc.status_code}")
+    except openai.APIError as exc:  # connection errors and timeouts
+        return fail("ai", f"{base}: {type(exc).__name__}: {first_line(exc)}")
+    finally:
+        client.close()
+    return ok("ai", f"{base}: model {model} answered a one-token completion")
+
+
+SERVICE_CHECKS: tuple[Callable[[Settings], CheckResult], ...] = (
+    check_rabbitmq,
+    check_smtp,
+    check_ai,
+)
