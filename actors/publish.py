@@ -28,6 +28,7 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from actors.quorum import routed
 from herald.ledger import BATCH_ACTORS, JobRef
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ConfirmingPublisher:
         if not messages:
             return []
         broker = self.broker
+        messages = [routed(broker, m) for m in messages]  # a priority's queue (quorum mode)
         for queue_name in {m.queue_name for m in messages}:
             broker.declare_queue(queue_name, ensure=True)
         for message in messages:
