@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.changes import MAX_CHANGE_BYTES, MAX_CHANGE_DEPTH
+from herald.errors import ConfigError
 from herald.headers import FORBIDDEN_IN_HEADERS
 
 PRIORITIES = ("urgent", "normal", "low")
@@ -32,6 +33,9 @@ ON_AI_FAILURE = ("send", "hold")
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
 DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_SMTP_URL = "smtp://localhost:25"
+#: The `openai` client's own default, passed explicitly: given None it reads OPENAI_BASE_URL
+#: again, and an empty one (compose's `${OPENAI_BASE_URL:-}`) would become its base URL.
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MAIL_FROM = "Herald <herald@localhost>"
 #: Email jobs per `send_emails` message: one RabbitMQ delivery and one ledger statement
 #: serve them all (actors/email.py). Small, so a batch stays short next to its time limit.
@@ -39,10 +43,6 @@ DEFAULT_MAIL_BATCH_SIZE = 20
 MAX_MAIL_BATCH_SIZE = 200
 #: Highest `[limits] max_change_depth`: Python's JSON decoder raises RecursionError near 1,000.
 MAX_CHANGE_DEPTH_CEILING = 500
-
-
-class ConfigError(ValueError):
-    """Configuration Herald refuses to start with; the message names the culprit."""
 
 
 def parse_address(value: str, *, where: str) -> str:
@@ -479,7 +479,7 @@ class Settings:
     #: HERALD_WAKER: the LISTEN/NOTIFY waker in the workers (off: periodiq alone).
     waker: bool = True
     openai_api_key: str | None = field(default=None, repr=False)
-    openai_base_url: str | None = field(default=None, repr=False)
+    openai_base_url: str = field(default=DEFAULT_OPENAI_BASE_URL, repr=False)
     ai: AISettings = AISettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     breakers: BreakerSettings = BreakerSettings()
@@ -622,7 +622,7 @@ def settings_from_mapping(
         db_pool_size=db_pool_size,
         waker=env.get("HERALD_WAKER", "on").strip().lower() not in ("0", "off", "false", "no"),
         openai_api_key=env.get("OPENAI_API_KEY") or None,
-        openai_base_url=env.get("OPENAI_BASE_URL") or None,
+        openai_base_url=(env.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_OPENAI_BASE_URL,
         ai=ai,
         orchestrator=orchestrator,
         breakers=_breakers(_section(raw, "breakers")),
@@ -638,12 +638,23 @@ def settings_from_mapping(
     )
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the process environment, `.env` (if present) and `HERALD_CONFIG`."""
-    if env is None:
-        from dotenv import dotenv_values
+def load_settings(
+    env: Mapping[str, str] | None = None, *, require: Sequence[str] | None = None
+) -> Settings:
+    """Settings from the process environment over `.env` (`herald.environment`), and
+    `HERALD_CONFIG`.
 
-        env = {**{k: v for k, v in dotenv_values().items() if v is not None}, **os.environ}
+    `require` names the variables that must be set (ConfigError naming each, with an
+    example): by default the database and the broker when the process environment is read,
+    none when the caller passes its own `env` (tests). Commands that only read the database
+    pass `require=("HERALD_DATABASE_URL",)`.
+    """
+    from herald import environment
+
+    if env is None:
+        env = environment.read_environment()
+        require = environment.SERVICES if require is None else require
+    environment.require(env, require or ())
     path = env.get("HERALD_CONFIG")
     if path is None and Path("herald.toml").exists():
         path = "herald.toml"
