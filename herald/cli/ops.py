@@ -404,19 +404,19 @@ def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_operator_errors("jobs list", cmd_jobs_list))
 
     show = cmds.add_parser("show", help="everything about one job")
-    show.add_argument("id", type=int)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", type=int, help="the job's id (herald jobs list shows them)")
+    show.add_argument("--json", action="store_true", help="JSON, everything")
     show.set_defaults(func=_operator_errors("jobs show", cmd_jobs_show))
 
     retry = cmds.add_parser("retry", help="publish a failed or canceled job again")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=int, nargs="?", help="the job to retry")
     which.add_argument("--failed", action="store_true", help="retry every failed job")
-    retry.add_argument("--json", action="store_true")
+    retry.add_argument("--json", action="store_true", help="print what was retried as JSON")
     retry.set_defaults(func=_operator_errors("jobs retry", cmd_jobs_retry))
 
     cancel = cmds.add_parser("cancel", help="cancel a pending (or running) job")
-    cancel.add_argument("id", type=int)
+    cancel.add_argument("id", type=int, help="the job to cancel")
     cancel.set_defaults(func=_operator_errors("jobs cancel", cmd_jobs_cancel))
 
     purge = cmds.add_parser(
@@ -439,7 +439,7 @@ def add_jobs_commands(sub: argparse._SubParsersAction) -> None:
     purge.add_argument(
         "--batch-size", type=_positive_int, default=5000, help="rows per transaction (5000)"
     )
-    purge.add_argument("--json", action="store_true")
+    purge.add_argument("--json", action="store_true", help="print the rows removed as JSON")
     purge.set_defaults(func=_operator_errors("jobs purge", cmd_jobs_purge))
 
 
