@@ -1,4 +1,6 @@
-"""Priority: under a backlog, urgent notifications go first (RabbitMQ message priority)."""
+"""Priority: under a backlog, urgent notifications go first, on classic queues (RabbitMQ
+message priority) and on quorum queues (a queue per priority, consumed most urgent first:
+actors/priority_consumer.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ pytestmark = pytest.mark.integration
 ROUTES = """
 [mail]
 from = "Herald <herald@example.com>"
+batch_size = 1  # a message per email: a backlog of 100 messages, not 5 batches
+
+[broker]
+queue_type = "{queue_type}"
 
 [[routes]]
 name = "urgent-members"
@@ -29,9 +35,12 @@ priority = "low"
 """
 
 
-def test_urgent_notifications_overtake_a_backlog(herald_env, herald_db, smtp_server, tmp_path):
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_urgent_notifications_overtake_a_backlog(
+    herald_env, herald_db, smtp_server, tmp_path, queue_type
+):
     config = tmp_path / "priority.toml"
-    config.write_text(ROUTES)
+    config.write_text(ROUTES.format(queue_type=queue_type))
     env = {**herald_env, "HERALD_CONFIG": str(config), "dramatiq_queue_prefetch": "1"}
     sql(herald_db, "INSERT INTO classes (title) SELECT 'c' || i FROM generate_series(1, 100) i")
     sql(herald_db, "UPDATE classes SET seats = 1")  # 100 low-priority emails, published first
@@ -45,6 +54,6 @@ def test_urgent_notifications_overtake_a_backlog(herald_env, herald_db, smtp_ser
         worker.stop()
     order = [m.rcpt_tos[0] for m in received]
     positions = [i for i, r in enumerate(order) if r == "urgent@example.com"]
-    print(f"\nurgent emails arrived at positions {positions} of {len(order)}")
+    print(f"\n{queue_type}: urgent emails arrived at positions {positions} of {len(order)}")
     assert len(positions) == 5
     assert max(positions) < 10  # ahead of ~95 routine emails published before them
