@@ -9,16 +9,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies change less often than code: install them in their own layer first.
+# Dependencies change less often than code: install them in their own layer first, from
+# pyproject.toml alone (its [project] dependencies; no extras: the demo's embedded
+# PostgreSQL stays out of the image), so a code change rebuilds only the layers below.
 # README* is optional (pyproject's readme); the glob keeps the build working without it.
 COPY pyproject.toml README* ./
-COPY actors ./actors
-COPY orchestrator ./orchestrator
-COPY monitoring ./monitoring
-RUN pip install . \
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin herald \
     && mkdir -p /tmp/herald-metrics \
     && chown herald /tmp/herald-metrics
+
+# The code, then the package itself without resolving anything again.
+COPY actors ./actors
+COPY orchestrator ./orchestrator
+COPY monitoring ./monitoring
+COPY herald ./herald
+RUN pip install . --no-deps
 
 USER herald
 
