@@ -138,7 +138,7 @@ def test_an_unknown_job_is_a_404_problem(api: Api) -> None:
     response = api.get("/api/jobs/424242")
     assert response.status_code == 404
     assert response.json()["detail"] == "no job 424242 in the ledger"
-    assert api.get("/api/jobs/abc").status_code == 422
+    assert api.get("/api/jobs/abc").status_code == 404  # not a job's address
 
 
 def test_retrying_a_failed_job_publishes_it_again(api: Api, seeded) -> None:
@@ -188,8 +188,8 @@ def test_canceling_a_job_that_is_not_pending_is_a_409_with_the_reason(
 
 
 def test_bulk_retry_takes_the_filters_and_needs_a_status(api: Api, seeded) -> None:
-    assert api.post("/api/jobs/retry").status_code == 400
-    assert api.post("/api/jobs/retry?status=complete").status_code == 400
+    assert api.post("/api/jobs/retry").status_code == 422
+    assert api.post("/api/jobs/retry?status=complete").status_code == 422
     api.sql("UPDATE herald.jobs SET status = 'failed', last_error = 'boom' WHERE id = ANY(%s)",
             (seeded["enrich"],))  # fmt: skip
     response = api.post("/api/jobs/retry?status=failed&actor=enrich")

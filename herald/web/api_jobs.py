@@ -10,7 +10,14 @@ from fastapi.responses import JSONResponse
 
 from herald.web import auth
 from herald.web.auth import Principal
-from herald.web.deps import BIGINT_MAX, database, filter_query, job_filter, services
+from herald.web.deps import (
+    BIGINT_MAX,
+    database,
+    filter_query,
+    job_filter,
+    retry_filter,
+    services,
+)
 from herald.web.models import (
     BulkRetryAccepted,
     Canceled,
@@ -19,7 +26,7 @@ from herald.web.models import (
     Problem,
     RetryAccepted,
 )
-from herald.web.problems import Problem as ProblemError
+from herald.web.problems import TITLES
 from monitoring import jobs_api
 from monitoring.jobs_api import JobFilter
 
@@ -29,13 +36,17 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 JobId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 422, 503)
+    code: {
+        "description": TITLES[code],
+        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+    }
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 500, 503)
 }
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: ERRORS[code] for code in codes}
+    """The problem documents a route may answer (every route may answer 500)."""
+    return {code: ERRORS[code] for code in (*codes, 500)}
 
 
 @router.get("", response_model=JobList, responses=_errors(400, 401, 422, 503))
@@ -73,14 +84,12 @@ def list_jobs(
 )
 def retry_matching(
     request: Request,
-    where: Annotated[JobFilter, Depends(job_filter)],
+    where: Annotated[JobFilter, Depends(retry_filter)],
     _who: Annotated[Principal, Depends(auth.operator)],
 ) -> JSONResponse:
     """Retry every job matching the filters; `status` is required (failed or canceled).
     At most 5,000 per request (`more` says when others match). `Location` lists the
     jobs now pending for the same filters."""
-    if where.status not in ("failed", "canceled"):
-        raise ProblemError(400, "status is required for a bulk retry: failed or canceled")
     with database(request) as conn:
         result = jobs_api.retry_matching(conn, where, publish=services(request).publish)
     location = "/api/jobs?" + urlencode(filter_query(where, status="pending"))
@@ -93,7 +102,7 @@ def retry_matching(
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": location})
 
 
-@router.get("/{job_id}", response_model=JobDetail, responses=_errors(401, 404, 422, 503))
+@router.get("/{job_id:int}", response_model=JobDetail, responses=_errors(401, 404, 422, 503))
 def show_job(
     request: Request, job_id: JobId, _who: Annotated[Principal, Depends(auth.viewer)]
 ) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def show_job(
 
 
 @router.post(
-    "/{job_id}/retry",
+    "/{job_id:int}/retry",
     status_code=202,
     response_model=RetryAccepted,
     responses=_errors(401, 403, 404, 409, 422, 503),
@@ -122,7 +131,7 @@ def retry_job(
 
 
 @router.delete(
-    "/{job_id}", response_model=Canceled, responses=_errors(401, 403, 404, 409, 422, 503)
+    "/{job_id:int}", response_model=Canceled, responses=_errors(401, 403, 404, 409, 422, 503)
 )
 def cancel_job(
     request: Request, job_id: JobId, _who: Annotated[Principal, Depends(auth.operator)]

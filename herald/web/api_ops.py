@@ -17,7 +17,12 @@ from herald.web.broker import BrokerDown
 from herald.web.changes_in import MAX_BODY_BYTES, parse_body, read_change
 from herald.web.deps import BIGINT_MAX, database, probe, services
 from herald.web.health import QUEUES
-from herald.web.models import ChangeAccepted, ChangeIn, ChangeTrace, OrchestrateAccepted
+from herald.web.models import (
+    ChangeAccepted,
+    ChangeTrace,
+    OrchestrateAccepted,
+    change_in_schema,
+)
 from herald.web.problems import Problem
 from monitoring import jobs_api
 
@@ -46,12 +51,11 @@ async def _body(request: Request) -> bytes:
     "/changes",
     status_code=202,
     response_model=ChangeAccepted,
-    responses=_errors(400, 401, 403, 422, 503)
-    | {413: {"description": "too large"}, 415: {"description": "not JSON"}},
+    responses=_errors(400, 401, 403, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ChangeIn.model_json_schema()}},
+            "content": {"application/json": {"schema": change_in_schema()}},
         }
     },
 )
@@ -79,7 +83,9 @@ def trace_status(trace: dict[str, Any]) -> str:
     return "queued" if change["claimed_at"] is None else change["outcome"] or "routed"
 
 
-@router.get("/changes/{change_id}", response_model=ChangeTrace, responses=_errors(401, 404, 422))
+@router.get(
+    "/changes/{change_id:int}", response_model=ChangeTrace, responses=_errors(401, 404, 422)
+)
 def get_change(
     request: Request,
     change_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)],

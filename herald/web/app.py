@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -15,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import herald
 from herald.web import api_jobs, api_ops, health, metrics, pages
 from herald.web.auth import Authenticator
-from herald.web.broker import BrokerProbe, probe_for
+from herald.web.broker import BrokerDown, BrokerProbe, probe_for
+from herald.web.page_support import SignInRequired
 from herald.web.problems import Problem, problem_handler
 from herald.web.services import WebServices
+from monitoring.inspect import OperatorError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -75,9 +79,14 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for error in (Exception, HTTPException, RequestValidationError, Problem):
+    # Handled where they are raised (Starlette re-raises what reaches its `Exception`
+    # handler after answering, for the server to log as a crash): every expected error.
+    expected = (HTTPException, RequestValidationError, Problem, OperatorError, BrokerDown,
+                psycopg.OperationalError, psycopg_pool.PoolTimeout, SignInRequired)  # fmt: skip
+    for error in (Exception, *expected):
         app.add_exception_handler(error, _route_error)
-    metrics.install(app, [route for router in routers for route in router.routes])
+    app.state.routes = [route for router in routers for route in router.routes]
+    metrics.install(app, app.state.routes)
     app.add_middleware(SecurityHeaders)
     app.router.add_event_handler("shutdown", app.state.broker.close)
     return app
@@ -87,4 +96,19 @@ async def _route_error(request: Request, exc: Exception) -> Response:
     """The page's routes answer errors in HTML, everything else in problem+json."""
     if pages.is_page(request):
         return await pages.error_page(request, exc)
-    return await problem_handler(request, exc)
+    response = await problem_handler(request, exc)
+    if response.status_code == 405:
+        response.headers["allow"] = ", ".join(_allowed(request))
+    return response
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route of this path takes (Starlette names only the first route's)."""
+    path = request.url.path
+    methods = {
+        method
+        for route in request.app.state.routes
+        if getattr(route, "path_regex", None) is not None and route.path_regex.match(path)
+        for method in getattr(route, "methods", None) or ()
+    }
+    return sorted(methods)

@@ -103,6 +103,10 @@ def read_change(doc: dict[str, Any]) -> dict[str, Any]:
         raise Problem(422, f"{operation} needs row (the new row)")
     if operation != "INSERT" and old_row is None:
         raise Problem(422, f"{operation} needs old_row")
+    if operation == "INSERT" and old_row is not None:
+        raise Problem(422, "INSERT takes no old_row")
+    if operation == "DELETE" and row is not None:
+        raise Problem(422, "DELETE takes no row (the old row is old_row)")
     size = len(json.dumps(row)) + len(json.dumps(old_row))
     if size > MAX_CHANGE_BYTES:
         raise Problem(413, f"the rows are {size:,} bytes of JSON (limit {MAX_CHANGE_BYTES:,})")

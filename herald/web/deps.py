@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import StringConstraints
 
 from herald.db import DictConnection
 from herald.web.broker import BrokerProbe
 from herald.web.models import Status
+from herald.web.problems import Problem
 from herald.web.services import WebServices
 from monitoring.jobs_api import JobFilter
 
@@ -55,35 +57,68 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def job_filter(
-    status: Annotated[Status | None, Query(description="one status")] = None,
+#: ISO 8601 as the filters take it: a date (years 1900 to 2999), or a date and time, with
+#: or without a zone (none: UTC). No nested repetition: linear on any input.
+ISO_TIME = (
+    r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise Problem(422, f"{name}: not a date and time ({value[:40]!r})") from None
+
+
+IsoTime = Annotated[str, StringConstraints(max_length=40, pattern=ISO_TIME)]
+
+
+def other_filters(
     actor: Annotated[Text | None, Query(description="enrich or send_email")] = None,
     queue: Annotated[Text | None, Query(description="enrich or email")] = None,
     route: Annotated[Text | None, Query(description="the route's name")] = None,
     table: Annotated[Text | None, Query(description="table, with or without its schema")] = None,
     recipient: Annotated[Text | None, Query(description="exact address")] = None,
     change_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
-    created_after: Annotated[datetime | None, Query(description="ISO 8601; UTC if no zone")] = None,
-    created_before: Annotated[
-        datetime | None, Query(description="ISO 8601; UTC if no zone")
-    ] = None,
+    created_after: Annotated[IsoTime | None, Query(description="ISO 8601; UTC if no zone")] = None,
+    created_before: Annotated[IsoTime | None, Query(description="ISO 8601; UTC if no zone")] = None,
     q: Annotated[
         Text | None,
         Query(description="free text in the last error or the recipient (newest 100,000 jobs)"),
     ] = None,
 ) -> JobFilter:
     return JobFilter(
-        status=status,
         actor=actor,
         queue=queue,
         route=route,
         table=table,
         recipient=recipient,
         change_id=change_id,
-        created_after=_utc(created_after),
-        created_before=_utc(created_before),
+        created_after=_time(created_after, "created_after"),
+        created_before=_time(created_before, "created_before"),
         q=q,
     )
+
+
+def job_filter(
+    rest: Annotated[JobFilter, Depends(other_filters)],
+    status: Annotated[Status | None, Query(description="one status")] = None,
+) -> JobFilter:
+    """The list's filters."""
+    return dataclasses.replace(rest, status=status)
+
+
+def retry_filter(
+    rest: Annotated[JobFilter, Depends(other_filters)],
+    status: Annotated[Literal["failed", "canceled"], Query(description="jobs to retry")],
+) -> JobFilter:
+    """A bulk retry's filters: the list's, with a status that can be retried (required)."""
+    return dataclasses.replace(rest, status=status)
 
 
 def filter_query(where: JobFilter, **override: Any) -> dict[str, str]:

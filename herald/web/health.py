@@ -27,6 +27,19 @@ from monitoring import jobs_api
 from monitoring.metrics import KNOWN_ACTORS
 
 HEALTH_JSON = "application/health+json"
+
+
+class HealthResponse(JSONResponse):
+    media_type = HEALTH_JSON
+
+
+#: /readyz and /health answer 503 with the same document when a dependency is down.
+DOWN: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "a dependency is down",
+        "content": {HEALTH_JSON: {"schema": Health.model_json_schema()}},
+    }
+}
 #: Seconds to wait for a pooled connection before PostgreSQL counts as down.
 DB_TIMEOUT_SECONDS = 2.0
 
@@ -200,7 +213,8 @@ def livez() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "a dependency is down"}},
+    response_class=HealthResponse,
+    responses=DOWN,
     summary="PostgreSQL (schema current) and RabbitMQ reachable",
 )
 def readyz(request: Request) -> JSONResponse:
@@ -208,16 +222,17 @@ def readyz(request: Request) -> JSONResponse:
     checks = {**db, **broker_checks(_probe(request), depths=False)}
     status = _worst([c["status"] for entries in checks.values() for c in entries])
     body = {"status": status, "checks": checks}
-    return JSONResponse(body, status_code=503 if status == "fail" else 200, media_type=HEALTH_JSON)
+    return HealthResponse(body, status_code=503 if status == "fail" else 200)
 
 
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "a dependency is down"}},
+    response_class=HealthResponse,
+    responses=DOWN,
     summary="Dependencies, breakers, queue depths, backlog (application/health+json)",
 )
 def health(request: Request) -> JSONResponse:
     body = health_document(_services(request), _probe(request))
     status = 503 if body["status"] == "fail" else 200
-    return JSONResponse(body, status_code=status, media_type=HEALTH_JSON)
+    return HealthResponse(body, status_code=status)

@@ -23,7 +23,7 @@ def route_labels(routes: list[BaseRoute]) -> list[tuple[str, str]]:
     requests are counted when they come, not pre-initialised."""
     labels = []
     for route in routes:
-        path = getattr(route, "path", None)
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
         if path is None:
             continue
         methods = getattr(route, "methods", None) or ({"GET"} if isinstance(route, Mount) else ())
@@ -54,7 +54,7 @@ class RequestMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or UNMATCHED
+            path = getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "GET")
             self.metrics.requests.labels(
                 method=method, route=path, status=f"{status // 100}xx"

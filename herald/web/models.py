@@ -4,9 +4,9 @@ and publishes them in /openapi.json (which the schemathesis fuzz checks answers 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Status = Literal["pending", "running", "complete", "failed", "canceled", "superseded"]
 
@@ -149,14 +149,44 @@ class Canceled(BaseModel):
     previous_status: str
 
 
-class ChangeIn(BaseModel):
-    """A change as the trigger would record it. `row` is the new row (INSERT, UPDATE),
-    `old_row` the old one (UPDATE, DELETE)."""
+#: A table name as PostgreSQL spells it unquoted, optionally schema-qualified.
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}([.][A-Za-z_][A-Za-z0-9_$]{0,62})?$"
 
-    table: str = Field(description="table name, optionally schema-qualified", max_length=127)
-    operation: Literal["INSERT", "UPDATE", "DELETE"]
-    row: dict[str, Any] | None = None
-    old_row: dict[str, Any] | None = None
+
+class _Change(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(description="table name, optionally schema-qualified",
+                       pattern=TABLE_PATTERN)  # fmt: skip
+
+
+class InsertChange(_Change):
+    """A row was inserted: `row` is the new row."""
+
+    operation: Literal["INSERT"]
+    row: dict[str, Any]
+    old_row: None = None
+
+
+class UpdateChange(_Change):
+    """A row was updated: `row` is the new row, `old_row` the old one."""
+
+    operation: Literal["UPDATE"]
+    row: dict[str, Any]
+    old_row: dict[str, Any]
+
+
+class DeleteChange(_Change):
+    """A row was deleted: `old_row` is the row as it was."""
+
+    operation: Literal["DELETE"]
+    row: None = None
+    old_row: dict[str, Any]
+
+
+#: POST /api/changes' body (documentation: the body is read by herald/web/changes_in.py,
+#: which also refuses NUL characters, nesting deeper than 32 and more than 1 MB of rows).
+ChangeIn = Annotated[InsertChange | UpdateChange | DeleteChange, Field(discriminator="operation")]
 
 
 class ChangeAccepted(BaseModel):
@@ -221,3 +251,21 @@ class Health(BaseModel):
     checks: dict[str, list[dict[str, Any]]]
     serviceId: str | None = None  # noqa: N815 - the draft's name
     description: str | None = None
+
+
+def change_in_schema() -> dict[str, Any]:
+    """ChangeIn's JSON schema with its definitions inlined (for the request body)."""
+    schema = TypeAdapter(ChangeIn).json_schema(ref_template="#/$defs/{model}")
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items() if k != "discriminator"}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)

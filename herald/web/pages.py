@@ -136,14 +136,14 @@ def jobs(
 JobId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id:int}")
 def job(request: Request, who: Who, job_id: JobId) -> Response:
     with database(request) as conn:
         detail = jobs_api.job_detail(conn, job_id)
     return render(request, who, "job.html", {**detail, "refresh": 5})
 
 
-@router.get("/changes/{change_id}")
+@router.get("/changes/{change_id:int}")
 def change(request: Request, who: Who, change_id: JobId) -> Response:
     with database(request) as conn:
         trace = jobs_api.change_trace(conn, change_id)
@@ -154,7 +154,7 @@ def change(request: Request, who: Who, change_id: JobId) -> Response:
 # -- acting -----------------------------------------------------------------------------------
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id:int}/retry")
 async def retry(request: Request, who: Who, job_id: JobId) -> Response:
     form = await read_form(request)
     check_form(request, who, form, operate=True)
@@ -169,7 +169,7 @@ async def retry(request: Request, who: Who, job_id: JobId) -> Response:
     return await _act(request, form, work, default=f"/jobs/{job_id}")
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id:int}/cancel")
 async def cancel(request: Request, who: Who, job_id: JobId) -> Response:
     form = await read_form(request)
     check_form(request, who, form, operate=True)
