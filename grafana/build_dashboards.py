@@ -361,7 +361,18 @@ def overview() -> dict[str, Any]:
             [(f"sum by (status) (herald_jobs{{{ACTOR}}})", "{{status}}")],
             "All ledger rows by status (herald_jobs).",
         ),
-        24,
+        16,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Changes with no notification",
+            [("sum by (outcome, reason) (herald_changes_not_routed)", "{{outcome}}: {{reason}}")],
+            "Claimed changes still in the change log that became no email, by reason: "
+            "skipped (no_route: a tracked table without a route; no_recipients) or failed "
+            "(over_limit, malformed). `herald stats` lists them too.",
+        ),
+        8,
         8,
     )
 

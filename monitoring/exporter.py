@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 from herald import db
 from herald.config import Settings
 from monitoring import metrics as catalogue
+from monitoring.changes import read_not_routed
 from monitoring.sql import metrics_queries
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def read_snapshot(conn: psycopg.Connection[Any]) -> catalogue.ExporterSnapshot:
     if breakers_table:
         for row in conn.execute(metrics_queries["circuit_breakers"]).fetchall():
             snapshot.breakers_open[row["breaker"]] = bool(row["open"])
+    snapshot.changes_not_routed = {k: float(v) for k, v in read_not_routed(conn).items()}
     snapshot.actors = actors
     return snapshot
 

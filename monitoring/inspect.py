@@ -416,4 +416,13 @@ def stats(
         "last_successful_orchestrator_run": last_run.get("finished_at"),
         "processing_window_seconds": window_seconds,
         "breakers": breaker_states(conn),  # circuit breakers: state, failures, opened_at
+        # Changes that became no notification: {"skipped": {"total", "by_reason"}, "failed"}.
+        **_not_routed(conn),
     }
+
+
+def _not_routed(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    from monitoring.changes import by_outcome, read_not_routed
+
+    summary = by_outcome(read_not_routed(conn))
+    return {f"{outcome}_changes": entry for outcome, entry in summary.items()}

@@ -63,6 +63,15 @@ JOB_STATUSES: tuple[str, ...] = STATUSES
 #: ``herald_circuit_breaker_open{breaker}``: one breaker per external dependency.
 BREAKERS: tuple[str, ...] = ("smtp", "ai")
 
+#: ``herald_changes_not_routed{outcome, reason}``: why a claimed change became no
+#: notification (monitoring/sql/metrics.sql classifies; "other" appears only if found).
+CHANGE_OUTCOME_REASONS: tuple[tuple[str, str], ...] = (
+    ("skipped", "no_route"),
+    ("skipped", "no_recipients"),
+    ("failed", "over_limit"),
+    ("failed", "malformed"),
+)
+
 # Default ports. Workers and the exporter each read HERALD_METRICS_PORT; the compose
 # stack gives the exporter 9192 so both can run on one host.
 DEFAULT_WORKER_METRICS_PORT = 9191
@@ -138,6 +147,7 @@ JOBS_OLDEST_PENDING_AGE = "herald_jobs_oldest_pending_age_seconds"
 CHANGES_UNCLAIMED = "herald_changes_unclaimed"
 ORCHESTRATOR_LAST_SUCCESS = "herald_orchestrator_last_success_timestamp_seconds"
 CIRCUIT_BREAKER_OPEN = "herald_circuit_breaker_open"
+CHANGES_NOT_ROUTED = "herald_changes_not_routed"
 EXPORTER_UP = "herald_exporter_up"
 EXPORTER_SCRAPE_DURATION = "herald_exporter_scrape_duration_seconds"
 
@@ -157,6 +167,11 @@ HELP.update(
             "Unix time the orchestrator last finished a run without error; 0 if never."
         ),
         CIRCUIT_BREAKER_OPEN: "1 while the circuit breaker is open (calls refused), else 0.",
+        CHANGES_NOT_ROUTED: (
+            "Claimed changes that became no notification, still in the change log, by "
+            "outcome (skipped, failed) and reason (no_route, no_recipients, over_limit, "
+            "malformed). A gauge: the retention purge removes old rows."
+        ),
         EXPORTER_UP: "1 if the exporter's last read of PostgreSQL succeeded, else 0.",
         EXPORTER_SCRAPE_DURATION: "Seconds the exporter spent reading PostgreSQL for this scrape.",
     }
@@ -178,6 +193,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     CHANGES_UNCLAIMED: (),
     ORCHESTRATOR_LAST_SUCCESS: (),
     CIRCUIT_BREAKER_OPEN: ("breaker",),
+    CHANGES_NOT_ROUTED: ("outcome", "reason"),
     EXPORTER_UP: (),
     EXPORTER_SCRAPE_DURATION: (),
 }
@@ -198,6 +214,7 @@ TYPES: dict[str, str] = {
     CHANGES_UNCLAIMED: "gauge",
     ORCHESTRATOR_LAST_SUCCESS: "gauge",
     CIRCUIT_BREAKER_OPEN: "gauge",
+    CHANGES_NOT_ROUTED: "gauge",
     EXPORTER_UP: "gauge",
     EXPORTER_SCRAPE_DURATION: "gauge",
 }
@@ -219,6 +236,7 @@ EXPORTER_METRICS: tuple[str, ...] = (
     CHANGES_UNCLAIMED,
     ORCHESTRATOR_LAST_SUCCESS,
     CIRCUIT_BREAKER_OPEN,
+    CHANGES_NOT_ROUTED,
     EXPORTER_UP,
     EXPORTER_SCRAPE_DURATION,
 )
@@ -371,6 +389,8 @@ class ExporterSnapshot:
     changes_unclaimed: float = 0.0
     orchestrator_last_success: float = 0.0
     breakers_open: dict[str, bool] = field(default_factory=dict)
+    #: Keyed by ``(outcome, reason)``; every known pair is exported, 0 when absent.
+    changes_not_routed: dict[tuple[str, str], float] = field(default_factory=dict)
     up: bool = True
     scrape_duration: float = 0.0
     actors: Mapping[str, str] = field(default_factory=lambda: dict(KNOWN_ACTORS))
@@ -422,8 +442,12 @@ def exporter_families(snapshot: ExporterSnapshot) -> Iterator[Metric]:
     breakers = _gauge(CIRCUIT_BREAKER_OPEN, ("breaker",))
     for breaker in sorted(set(BREAKERS) | set(snapshot.breakers_open)):
         breakers.add_metric([breaker], 1.0 if snapshot.breakers_open.get(breaker) else 0.0)
+    not_routed = _gauge(CHANGES_NOT_ROUTED, LABELS[CHANGES_NOT_ROUTED])
+    for pair in dict.fromkeys([*CHANGE_OUTCOME_REASONS, *sorted(snapshot.changes_not_routed)]):
+        not_routed.add_metric(list(pair), float(snapshot.changes_not_routed.get(pair, 0)))
 
-    yield from (pending, by_status, oldest, unclaimed, last_success, breakers, up, duration)
+    yield from (pending, by_status, oldest, unclaimed, last_success, breakers, not_routed)
+    yield from (up, duration)
 
 
 class SnapshotCollector:

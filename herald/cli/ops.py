@@ -480,6 +480,11 @@ def format_stats(s: dict[str, Any]) -> str:
         f"unclaimed changes: {uc['count']}"
         + (f" (oldest {fmt_seconds(uc['oldest_seconds'])})" if uc["count"] else "")
     )
+    for outcome in ("skipped", "failed"):
+        entry = s.get(f"{outcome}_changes")
+        if entry is not None:
+            reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in entry["by_reason"].items())
+            lines.append(f"{outcome} changes: {entry['total']} ({reasons})")
     d = s["deliveries"]
     by_status = ", ".join(f"{k} {v}" for k, v in d["by_status"].items())
     lines.append(f"deliveries: {by_status}; ambiguous {d['ambiguous']}")

@@ -20,6 +20,8 @@ CREATE TABLE herald.change_log (
 );
 -- The orchestrator only ever looks at unclaimed rows: keep that index small.
 CREATE INDEX change_log_unclaimed_idx ON herald.change_log (id) WHERE claimed_at IS NULL;
+-- Skipped and failed changes, counted by reason at every scrape (herald_changes_not_routed).
+CREATE INDEX change_log_not_routed_idx ON herald.change_log (outcome) WHERE outcome <> 'routed';
 
 -- Records one row change. TG_ARGV holds the table's primary-key columns.
 CREATE FUNCTION herald.record_change() RETURNS trigger

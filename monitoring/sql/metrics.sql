@@ -40,3 +40,23 @@ SELECT 'breakers', NULL, NULL, NULL,
 -- front of an older schema still works). Shape:
 -- one row per breaker, `breaker` text and `open` boolean.
 SELECT breaker, open FROM herald.circuit_breakers;
+
+-- name: changes_not_routed
+-- Claimed changes that became no notification, by outcome and reason, read from what the
+-- orchestrator writes (orchestrator/routing.py, herald/changes.py): skipped 'no matching
+-- route' -> no_route, "route 'x' has no recipients" -> no_recipients; failed over a
+-- [limits] size or depth ("...; not loaded or sent") -> over_limit, any other failure (a
+-- malformed change) -> malformed. The partial index change_log_not_routed_idx holds just
+-- these rows. Also `herald stats`' skipped and failed changes (monitoring/changes.py).
+SELECT outcome,
+       CASE
+           WHEN outcome = 'skipped' AND error = 'no matching route' THEN 'no_route'
+           WHEN outcome = 'skipped' AND error LIKE '% has no recipients' THEN 'no_recipients'
+           WHEN outcome = 'skipped' THEN 'other'
+           WHEN error LIKE '%not loaded or sent' THEN 'over_limit'
+           ELSE 'malformed'
+       END AS reason,
+       count(*) AS n
+  FROM herald.change_log
+ WHERE outcome <> 'routed'
+ GROUP BY 1, 2;
