@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_UNAVAILABLE = "Summary unavailable: the AI step failed, so this email shows the raw change."
 SUMMARY_OFFLINE = "Offline summary: written by Herald without an AI model."
+SUMMARY_WITHDRAWN = (
+    "Summary withdrawn: the personal data it refers to was deleted once every email of this "
+    "notification was sent or had failed, so this email shows the raw change."
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ def summary_for(summary_row: dict | None) -> tuple[str | None, str | None]:
         return None, None
     if summary_row["status"] == "unavailable":
         return None, SUMMARY_UNAVAILABLE
+    if summary_row["aliases"] is None:  # deleted when every delivery was final (queries.sql)
+        return None, SUMMARY_WITHDRAWN
     text = restore_summary(summary_row["summary"] or "", summary_row["aliases"] or {})
     return text, SUMMARY_OFFLINE if summary_row["status"] == "offline" else None
 
