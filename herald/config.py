@@ -14,11 +14,12 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
 from herald.changes import MAX_CHANGE_BYTES, MAX_CHANGE_DEPTH
+from herald.digests.schedule import ScheduleError, parse_schedule, zone
 from herald.errors import ConfigError
 from herald.headers import FORBIDDEN_IN_HEADERS
 
@@ -27,6 +28,10 @@ PRIORITIES = ("urgent", "normal", "low")
 DEFAULT_TEMPLATE = "notification"
 TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MODES = ("immediate", "digest")
+#: A digest route's defaults: its calendar, and the notifications one digest lists.
+DEFAULT_DIGEST = "daily 09:00"
+DEFAULT_DIGEST_MAX_ITEMS = 20
+MAX_DIGEST_ITEMS = 200
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 ON_AI_FAILURE = ("send", "hold")
 
@@ -50,7 +55,7 @@ def parse_address(value: str, *, where: str) -> str:
     if not isinstance(value, str) or any(c in value for c in FORBIDDEN_IN_HEADERS):
         raise ConfigError(f"{where}: invalid email address {value!r}")
     name, addr = parseaddr(value)
-    if "@" not in addr:
+    if "@" not in addr or len(getaddresses([value])) != 1:  # one address, never a list
         raise ConfigError(f"{where}: invalid email address {value!r}")
     local, _, domain = addr.rpartition("@")
     try:
@@ -85,6 +90,14 @@ class Route:
     label_field: str | None = None
     #: The template triplet: `<template>.subject.txt`, `.txt` and `.html`.
     template: str = DEFAULT_TEMPLATE
+    #: Columns of the changed row holding more recipients (the old row's for a DELETE).
+    recipient_fields: tuple[str, ...] = ()
+    #: mode = "digest": the default calendar (`daily 09:00`, `weekly mon 09:00`,
+    #: `monthly 31 09:00`; herald/digests/schedule.py), its timezone (a recipient's own
+    #: timezone wins) and how many notifications one digest lists.
+    digest: str | None = None
+    digest_timezone: str = "UTC"
+    digest_max_items: int = DEFAULT_DIGEST_MAX_ITEMS
 
     @property
     def debounce_window_max(self) -> int:
@@ -121,12 +134,6 @@ class Route:
         mode = raw.get("mode", "immediate")
         if mode not in MODES:
             raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}")
-        if mode == "digest":
-            # Refused rather than silently treated as immediate: digests are not built yet.
-            raise ConfigError(
-                f'{where}: mode = "digest" is not supported yet; use '
-                "debounce_seconds to group changes to one row"
-            )
         on_ai_failure = raw.get("on_ai_failure", "send")
         if on_ai_failure not in ON_AI_FAILURE:
             raise ConfigError(f"{where}: on_ai_failure must be one of {', '.join(ON_AI_FAILURE)}")
@@ -153,7 +160,11 @@ class Route:
             debounce_max_seconds=debounce_max,
             on_ai_failure=on_ai_failure,
             pii_synonyms=_pii_synonyms(raw.get("pii_synonyms", {}), f"{where}: pii_synonyms"),
+            recipient_fields=_column_names(
+                raw.get("recipient_fields", []), f"{where}: recipient_fields"
+            ),
             **_route_look(where, raw),
+            **_route_digest(where, raw, mode, debounce),
         )
 
 
@@ -173,6 +184,31 @@ def _route_look(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
             "its files are <name>.subject.txt, <name>.txt and <name>.html)"
         )
     return {"subject": subject, "label_field": label_field, "template": template}
+
+
+def _route_digest(where: str, raw: Mapping[str, Any], mode: str, debounce: int) -> dict[str, Any]:
+    """A digest route's calendar, timezone and item cap; refused on an immediate route."""
+    options = [k for k in ("digest", "digest_timezone", "digest_max_items") if k in raw]
+    if mode != "digest":
+        if options:
+            raise ConfigError(f'{where}: {", ".join(options)} need mode = "digest"')
+        return {}
+    if debounce:
+        raise ConfigError(
+            f'{where}: mode = "digest" collects changes already; drop debounce_seconds'
+        )
+    try:
+        spec = str(parse_schedule(raw.get("digest", DEFAULT_DIGEST)))
+        timezone = raw.get("digest_timezone", "UTC")
+        zone(timezone)
+    except ScheduleError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    cap = raw.get("digest_max_items", DEFAULT_DIGEST_MAX_ITEMS)
+    if type(cap) is not int or not 1 <= cap <= MAX_DIGEST_ITEMS:
+        raise ConfigError(
+            f"{where}: digest_max_items must be an integer from 1 to {MAX_DIGEST_ITEMS}"
+        )
+    return {"digest": spec, "digest_timezone": timezone, "digest_max_items": cap}
 
 
 def _column_names(value: Any, where: str) -> tuple[str, ...]:
@@ -240,6 +276,14 @@ DEFAULT_RETRIES = {
     # middleware keeps periodiq's 30-second skip from dropping it.
     "purge": RetryPolicy(
         max_retries=3, min_backoff_ms=10_000, max_backoff_ms=60_000, time_limit_ms=150_000
+    ),
+    # Every minute, as the orchestrator: the next tick is the retry.
+    "digest_tick": RetryPolicy(
+        max_retries=0, min_backoff_ms=1_000, max_backoff_ms=1_000, time_limit_ms=60_000
+    ),
+    # One digest email: an AI overview (when the route asks) and SMTP, as send_email.
+    "send_digest": RetryPolicy(
+        max_retries=8, min_backoff_ms=5_000, max_backoff_ms=300_000, time_limit_ms=90_000
     ),
 }
 MAX_BACKOFF_CEILING_MS = 15 * 60 * 1000
@@ -456,6 +500,40 @@ def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
     return tuple(tokens)
 
 
+#: HERALD_SECRET_KEY signs the unsubscribe links: at least this long.
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _public_links(api: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """`[api] public_url` (http(s), no query) and HERALD_SECRET_KEY, needed together for the
+    unsubscribe links; the key is never quoted in an error."""
+    unknown = set(api) - {"public_url"}
+    if unknown:
+        raise ConfigError(f"[api]: unknown option(s) {', '.join(sorted(unknown))}")
+    url = api.get("public_url")
+    key = env.get("HERALD_SECRET_KEY") or None
+    if key is not None and len(key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(f"HERALD_SECRET_KEY is shorter than {MIN_SECRET_KEY_CHARS} characters")
+    if url is None:
+        return {"secret_key": key}
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("https://", "http://"))
+        or any(c in url for c in '?#"\\<> ')
+        or len(url) > 200
+        or any(ord(c) < 33 or ord(c) > 126 for c in url)
+    ):
+        raise ConfigError(
+            f"[api] public_url must be an http(s) URL without a query, not {url!r:.80}"
+        )
+    if key is None:
+        raise ConfigError(
+            "[api] public_url is set but HERALD_SECRET_KEY is not: the one-click unsubscribe "
+            "links in every email are signed with it"
+        )
+    return {"public_url": url.rstrip("/"), "secret_key": key}
+
+
 @dataclass(frozen=True)
 class Settings:
     # The URLs may hold credentials: never in a repr (herald/redact.py for messages).
@@ -493,6 +571,10 @@ class Settings:
     api_host: str = DEFAULT_API_HOST
     api_port: int = DEFAULT_API_PORT
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
+    #: `[api] public_url`: where recipients reach `herald serve`; set, every email carries
+    #: a one-click unsubscribe link signed with HERALD_SECRET_KEY (herald/unsubscribe.py).
+    public_url: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def ai_active(self) -> bool:
@@ -635,6 +717,7 @@ def settings_from_mapping(
         api_host=env.get("HERALD_API_HOST") or DEFAULT_API_HOST,
         api_port=api_port,
         api_tokens=parse_api_tokens(env.get("HERALD_API_TOKENS", "")),
+        **_public_links(_section(raw, "api"), env),
     )
 
 

@@ -26,10 +26,12 @@ QUEUES = {
     "send_email": "email",
     "sweep": "maintenance",
     "purge": "maintenance",
+    "digest_tick": "maintenance",
+    "send_digest": "email",
 }
 
 #: Actor name -> queue name, for the actors that have ledger rows.
-ACTOR_QUEUES = {actor: QUEUES[actor] for actor in ("enrich", "send_email")}
+ACTOR_QUEUES = {actor: QUEUES[actor] for actor in ("enrich", "send_email", "send_digest")}
 
 #: Actor name -> the actor that runs a batch of its jobs in one message (actors/email.py).
 BATCH_ACTORS = {"send_email": "send_emails"}

@@ -70,7 +70,7 @@ def _write_notification(
             "table_name": first.change.table_name,
             "row_pk": Jsonb(first.change.row_pk),
             "change_ids": change_ids,
-            "recipients": list(route.recipients),
+            "recipients": list(last.to),  # the row as it is now names who it goes to
             "ai": route.ai and settings.ai.enabled,
             "on_ai_failure": route.on_ai_failure,
             "priority": route.priority,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -29,7 +30,8 @@ from herald.sql import queries
 from orchestrator.claim import lock_batch
 from orchestrator.coverage import warn_gaps
 from orchestrator.debounce import write_debounced
-from orchestrator.routing import Outcome, Planned, first_jobs, plan
+from orchestrator.recipients import resolve
+from orchestrator.routing import Outcome, Planned, digest_items, first_jobs, plan
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,10 @@ def write_batch(
         else []
     )
     jobs: list[NewJob] = []
+    items: list[dict[str, object]] = []  # a digest route's notifications wait for the digest
     for nid, p in zip(ids, planned, strict=True):
         jobs.extend(first_jobs(nid, p, settings))
+        items.extend(digest_items(nid, p))
     notifications = [
         {
             "id": nid,
@@ -98,7 +102,7 @@ def write_batch(
             "table_name": p.change.table_name,
             "row_pk": p.change.row_pk,
             "change_id": p.change.id,
-            "recipients": list(p.route.recipients),
+            "recipients": list(p.to),
             "ai": p.route.ai and settings.ai.enabled,
             "on_ai_failure": p.route.on_ai_failure,
             "priority": p.route.priority,
@@ -110,6 +114,7 @@ def write_batch(
         {
             "outcomes": Jsonb([{"id": i, "outcome": o, "error": e} for i, o, e in outcomes or ()]),
             "notifications": Jsonb(notifications),
+            "digest_items": Jsonb(items),
             "jobs": Jsonb([
                 {"actor": j.actor, "queue": ledger.ACTOR_QUEUES[j.actor],
                  "notification_id": j.notification_id, "change_id": j.change_id,
@@ -145,6 +150,8 @@ def run_batch(
             # outcomes, notifications and jobs (each change row is written once).
             changes = lock_batch(conn, settings.orchestrator.batch_size, settings.limits)
             planned, outcomes = plan(changes, settings)
+            # Row addresses added, muted recipients left out (and why, in the ledger).
+            planned, outcomes = resolve(conn, planned, outcomes, settings, datetime.now(UTC))
             refs = write_batch(conn, planned, settings, outcomes=outcomes) if changes else []
         # Committed: the jobs exist. Publishing may fail; a later run republishes them.
         if publisher is None:

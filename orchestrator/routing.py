@@ -12,6 +12,7 @@ from herald.changes import check_shape
 from herald.config import Route, Settings
 from herald.errors import PermanentError
 from herald.ledger import NewJob
+from herald.recipients import bare
 from orchestrator.claim import Claimed, Refused
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ class Routable(Protocol):
 class Planned:
     change: Claimed
     route: Route
+    #: Who it goes to, as orchestrator/recipients.py resolved them (row addresses added,
+    #: muted ones left out); None: the route's recipients as configured.
+    recipients: tuple[str, ...] | None = None
+
+    @property
+    def to(self) -> tuple[str, ...]:
+        return self.route.recipients if self.recipients is None else self.recipients
 
 
 def route(change: Routable, routes: Sequence[Route]) -> Route | None:
@@ -64,7 +72,7 @@ def plan(
         chosen = route(change, settings.routes)
         if chosen is None:
             outcomes.append((change.id, "skipped", "no matching route"))
-        elif not chosen.recipients:
+        elif not chosen.recipients and not chosen.recipient_fields:
             outcomes.append((change.id, "skipped", f"route {chosen.name!r} has no recipients"))
         else:
             planned.append(Planned(change, chosen))
@@ -72,11 +80,24 @@ def plan(
     return planned, outcomes
 
 
+def digest_items(notification_id: int, p: Planned) -> list[dict[str, object]]:
+    """A digest route's notification, once per recipient, to wait for its digest (as
+    write_batch inserts them into herald.digest_items); none for an immediate route."""
+    if p.route.mode != "digest":
+        return []
+    return [
+        {"notification_id": notification_id, "route": p.route.name, "recipient": bare(r),
+         "to_address": r, "table_name": p.change.table_name, "operation": p.change.operation,
+         "changed_at": p.change.changed_at.isoformat()}
+        for r in p.to
+    ]  # fmt: skip
+
+
 def first_jobs(notification_id: int, p: Planned, settings: Settings) -> list[NewJob]:
-    """AI routes start with enrich; the others go straight to one email job per recipient."""
+    """AI routes start with enrich; the others go straight to one email job per recipient.
+    A digest route's notification waits for its digest (herald/digests): no job now."""
+    if p.route.mode == "digest":
+        return []
     if p.route.ai and settings.ai.enabled:
         return [NewJob("enrich", notification_id, p.change.id, None, p.route.priority)]
-    return [
-        NewJob("send_email", notification_id, p.change.id, r, p.route.priority)
-        for r in p.route.recipients
-    ]
+    return [NewJob("send_email", notification_id, p.change.id, r, p.route.priority) for r in p.to]

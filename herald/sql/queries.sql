@@ -46,7 +46,7 @@ SELECT c.id, c.table_name, c.operation, c.changed_at,
 
 -- name: write_batch
 -- One statement for a batch: every change's claim and outcome, one notification per routed
--- change (ids from next_notification_ids) and their first jobs. A job whose
+-- change (ids from next_notification_ids), their first jobs and a digest route's items. A job whose
 -- (actor, unique_key) is already open is not written twice (as insert_jobs). The jobs'
 -- foreign keys are checked at the end of the statement, when the notifications exist.
 -- Rows come as one JSON array each (a C encoder in Python, one parse here): psycopg
@@ -64,6 +64,15 @@ WITH outcomes AS (
       FROM jsonb_to_recordset(%(notifications)s::jsonb)
            AS u(id bigint, route text, table_name text, row_pk jsonb, change_id bigint,
                 recipients text[], ai boolean, on_ai_failure text, priority text)
+), digest_items AS (
+    -- A digest route's notifications, one row per recipient, wait for their digest.
+    INSERT INTO herald.digest_items
+           (notification_id, route, recipient, to_address, table_name, operation, changed_at)
+    SELECT u.notification_id, u.route, u.recipient, u.to_address, u.table_name, u.operation,
+           u.changed_at
+      FROM jsonb_to_recordset(%(digest_items)s::jsonb)
+           AS u(notification_id bigint, route text, recipient text, to_address text,
+                table_name text, operation text, changed_at timestamptz)
 )
 INSERT INTO herald.jobs (message_id, actor, queue, notification_id, change_id, recipient,
                          unique_key, priority)
