@@ -186,9 +186,24 @@ UPDATE herald.jobs
  WHERE id = %(id)s AND status = 'running';
 
 -- name: job_failed
-UPDATE herald.jobs
-   SET status = 'failed', last_error = %(error)s, finished_at = clock_timestamp()
- WHERE id = %(id)s AND status IN ('running', 'pending');
+-- Failed for good. When it is an email job and the notification's last open one, the
+-- summary's alias map (the personal data the aliases stand for) is deleted with it: every
+-- delivery is final (see delivery_sent_job_complete). 'null', not '{}': "deleted", so an
+-- email sent again later (`herald jobs retry`) says its summary was withdrawn.
+WITH failed AS (
+    UPDATE herald.jobs
+       SET status = 'failed', last_error = %(error)s, finished_at = clock_timestamp()
+     WHERE id = %(id)s AND status IN ('running', 'pending')
+    RETURNING id, notification_id, actor
+)
+UPDATE herald.summaries s
+   SET aliases = 'null'::jsonb
+  FROM failed
+ WHERE failed.actor = 'send_email' AND s.notification_id = failed.notification_id
+   AND s.aliases NOT IN ('{}'::jsonb, 'null'::jsonb)
+   AND NOT EXISTS (SELECT 1 FROM herald.jobs o
+                    WHERE o.notification_id = failed.notification_id AND o.actor = 'send_email'
+                      AND o.status IN ('pending', 'running') AND o.id <> failed.id);
 
 -- name: job_delayed
 UPDATE herald.jobs
@@ -302,6 +317,10 @@ RETURNING id, status, attempts, ambiguous;
 -- the delivery's advisory lock released (as release_delivery_lock). Released before the
 -- commit, another attempt may take the lock at once: it then waits on the row (lock_delivery
 -- is FOR UPDATE) and reads it 'sent', never 'sending'.
+-- When this was the notification's last open email job, every delivery is final: the
+-- summary's alias map (personal data) is deleted in the same statement (as in job_failed).
+-- Two last jobs committing at the same instant each see the other still open and leave
+-- the map; it then goes with the notification (retention).
 WITH sent AS (
     UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
      WHERE id = %(delivery_id)s
@@ -311,7 +330,18 @@ WITH sent AS (
        SET status = 'complete', finished_at = clock_timestamp(),
            last_error = COALESCE(%(note)s, last_error)
      WHERE id = %(job_id)s AND status = 'running'
-    RETURNING id
+    RETURNING id, notification_id
+), forgotten AS (
+    UPDATE herald.summaries s
+       SET aliases = 'null'::jsonb
+      FROM done
+     WHERE s.notification_id = done.notification_id
+       AND s.aliases NOT IN ('{}'::jsonb, 'null'::jsonb)
+       AND NOT EXISTS (SELECT 1 FROM herald.jobs o
+                        WHERE o.notification_id = done.notification_id
+                          AND o.actor = 'send_email' AND o.status IN ('pending', 'running')
+                          AND o.id <> done.id)
+    RETURNING s.notification_id
 ), breaker AS (
     UPDATE herald.circuit_breakers
        SET consecutive_failures = 0, updated_at = clock_timestamp()
