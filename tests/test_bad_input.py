@@ -14,11 +14,11 @@ import pika
 import psycopg
 import pytest
 
-from actors.runtime import Runtime, install
 from herald.cli import main as cli
 from herald.email.render import sanitize_header_text
 from herald.email.smtp import mailer_from_url
-from herald.enrich.ai import FakeSummariser, summariser_from_settings
+from herald.enrich.ai import summariser_from_settings
+from herald.testing import FakeSummariser
 from tests.helpers import make_settings, sql
 from tests.services import wait_until
 from tests.workers import REPO, Worker, orchestrate
@@ -52,14 +52,10 @@ ROUTES = {
 
 def use(pipeline, *, mailer=None, summariser=None, **env):
     """Run the stub pipeline with these routes and, where given, real adapters."""
-    rt = pipeline.runtime
-    install(
-        Runtime(
-            make_settings(rt.settings.database_url, ROUTES, **env),
-            rt.pool,
-            mailer or rt.mailer,
-            summariser or rt.summariser,
-        )
+    pipeline.use(
+        settings=make_settings(pipeline.settings.database_url, ROUTES, **env),
+        mailer=mailer,
+        summariser=summariser,
     )
 
 
@@ -84,7 +80,7 @@ def test_a_10_mb_row_is_marked_failed_as_too_large_and_the_rest_of_the_batch_is_
         "a@example.com",
         "b@example.com",
     ]
-    assert all("id=2" in s.message["Subject"] for s in stub_pipeline.mailer.sent)
+    assert all('"Pilates"' in s.message["Subject"] for s in stub_pipeline.mailer.sent)
 
 
 def test_jsonb_with_odd_types_is_rendered(herald_db, stub_pipeline):
@@ -142,7 +138,7 @@ def test_line_breaks_in_values_that_reach_the_subject_inject_no_header(
     stub_pipeline.orchestrate()
 
     control, hostile = sorted(smtp_server.wait_for(2), key=lambda m: m.message_id)
-    if "plain" not in control.subject:
+    if "control" not in control.subject:
         control, hostile = hostile, control
     assert hostile.rcpt_tos == ["ops@example.com"]  # exactly one RCPT
     assert set(hostile.message.keys()) == set(control.message.keys())  # the expected headers
@@ -241,7 +237,9 @@ def test_an_invalid_recipient_is_refused_at_start_naming_the_route(tmp_path):
 
 def test_the_workers_refuse_to_start_with_an_invalid_recipient(tmp_path):
     done = run_herald(
-        ["-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"], BAD_RECIPIENT, tmp_path
+        ["-m", "dramatiq", "herald.worker:setup", "--processes", "1", "--threads", "1"],
+        BAD_RECIPIENT,
+        tmp_path,
     )
     assert done.returncode != 0
     assert "route 'front-desk'" in done.stdout + done.stderr

@@ -146,3 +146,14 @@ def test_every_module_says_what_it_is_for(module):
     if path.name == "__init__.py" and not tree.body:
         return  # an empty package face
     assert docstring and len(docstring.split()) >= 5, f"{path}: no module docstring"
+
+
+def test_the_architecture_page_names_every_module():
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        str(path.relative_to(REPO))
+        for path in sources().values()
+        if path.name != "__init__.py" and path.name not in page
+    ]
+    assert missing == [], "add these to docs/architecture.md"
+    assert "../shared" not in page  # the page refers to nothing outside the repository
