@@ -10,6 +10,7 @@ scrapes it (rabbitmq_detailed_queue_messages_unacked).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,17 @@ import pika.exceptions
 
 #: Seconds a probe waits for the broker before calling it down.
 TIMEOUT_SECONDS = 2.0
+
+
+class _QuietMissingQueues(logging.Filter):
+    """pika logs every channel the broker closes; a passive declare of a queue nobody has
+    declared yet closes one (404) on every health check: expected, not worth a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NOT_FOUND - no queue" not in record.getMessage()
+
+
+logging.getLogger("pika.channel").addFilter(_QuietMissingQueues())
 
 
 class BrokerDown(Exception):

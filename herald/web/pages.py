@@ -254,6 +254,11 @@ async def error_page(request: Request, exc: Exception) -> Response:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         target = "/signin" + ("" if here == "/" else "?" + _urlencode({"next": here}))
         return RedirectResponse(target, status_code=303)
+    if isinstance(exc, RequestValidationError) and request.method == "GET":
+        # The filter form sends its empty fields too: the same address without them.
+        kept = [(k, v) for k, v in request.query_params.multi_items() if v.strip()]
+        if len(kept) < len(request.query_params.multi_items()):
+            return RedirectResponse(f"{request.url.path}?{urlencode(kept)}", status_code=303)
     problem = handle(exc)
     detail = _detail(exc)
     return render(request, None, "error.html",

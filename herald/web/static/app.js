@@ -52,6 +52,15 @@
     localise(main);
   }
 
+  // The filter form leaves its empty fields out of the address (the server would redirect).
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.method !== "get") return;
+    form.querySelectorAll("input, select").forEach((el) => {
+      if (!el.value) el.disabled = true;
+    });
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     localise(document);
     const main = document.getElementById("main");
