@@ -147,7 +147,10 @@ class PriorityConsumer(Consumer):
             self.known_tags.remove(message._tag)
         except KeyError:
             # Delivered on a connection since lost: RabbitMQ has already put it back.
-            self.logger.warning("Not settling message %s: its connection is gone.", message)
+            self.logger.warning(
+                "Not settling message %s: its connection is gone (RabbitMQ delivers it again)",
+                message.message_id,
+            )
             return
         with self._lock:
             self._out -= 1
