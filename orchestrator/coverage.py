@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -31,6 +31,11 @@ REPEAT_AFTER_SECONDS = 600.0
 def covers(route: Route, table_name: str) -> bool:
     """Whether `route` matches some change to `table_name` (any of its operations)."""
     return any(route.matches(table_name, op) for op in OPERATIONS)
+
+
+def names_table(route: Route, table_name: str) -> bool:
+    """Whether `route`'s `table` names `table_name`, whatever its operations."""
+    return covers(replace(route, operations=OPERATIONS), table_name)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def find_gaps(routes: Sequence[Route], tracked: Iterable[str]) -> Gaps:
     return Gaps(
         unrouted_tables=tuple(t for t in tables if not any(covers(r, t) for r in routes)),
         untracked_routes=tuple(
-            r for r in routes if r.table != "*" and not any(covers(r, t) for t in tables)
+            r for r in routes if r.table != "*" and not any(names_table(r, t) for t in tables)
         ),
     )
 

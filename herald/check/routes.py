@@ -47,40 +47,36 @@ def check_routes(
 ) -> list[CheckResult]:
     """Each route's table exists and is tracked, the route can match, it has recipients;
     each tracked table has a route."""
-    from orchestrator.coverage import covers, find_gaps
+    from orchestrator.coverage import find_gaps
 
-    results: list[CheckResult] = []
     dead = never_matching(settings.routes, tracked)
-    for r in settings.routes:
-        name = f"route {r.name}"
-        matched = [t for t in tracked if covers(r, t)]
-        if r.table != "*" and not matched:
-            exists = any(covers(r, t) for t in tables)
-            results.append(
-                fail(
-                    name,
-                    f"table {r.table!r} exists but is not tracked: run `herald track {r.table}`"
-                    if exists
-                    else f"table {r.table!r} does not exist",
-                )
-            )
-        elif r.name in dead:
-            results.append(fail(name, f"can never match: {dead[r.name]}"))
-        elif not r.recipients:
-            results.append(warn(name, "no recipients: its changes are skipped (and counted)"))
-        else:
-            on = "any tracked table" if r.table == "*" else ", ".join(matched)
-            results.append(
-                ok(
-                    name,
-                    f"{', '.join(r.operations)} on {on} -> {len(r.recipients)} recipient(s)",
-                )
-            )
+    results = [_route_result(r, tracked, tables, dead.get(r.name)) for r in settings.routes]
     for table in find_gaps(settings.routes, tracked).unrouted_tables:
         results.append(warn(f"table {table}", "tracked, but no route: its changes are skipped"))
     if not tracked:
         results.append(warn("tracked tables", "none: run `herald track TABLE`"))
     return results
+
+
+def _route_result(
+    r: Route, tracked: Sequence[str], tables: Sequence[str], dead: str | None
+) -> CheckResult:
+    from orchestrator.coverage import names_table
+
+    name = f"route {r.name}"
+    matched = [t for t in tracked if names_table(r, t)]
+    if r.table != "*" and not matched:
+        if any(names_table(r, t) for t in tables):
+            return fail(
+                name, f"table {r.table!r} exists but is not tracked: run `herald track {r.table}`"
+            )
+        return fail(name, f"table {r.table!r} does not exist")
+    if dead is not None:
+        return fail(name, f"can never match: {dead}")
+    if not r.recipients:
+        return warn(name, "no recipients: its changes are skipped (and counted)")
+    on = "any tracked table" if r.table == "*" else ", ".join(matched)
+    return ok(name, f"{', '.join(r.operations)} on {on} -> {len(r.recipients)} recipient(s)")
 
 
 def check_recipients(settings: Settings) -> CheckResult:

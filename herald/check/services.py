@@ -34,12 +34,22 @@ def node_address(url: str) -> str:
 
 
 def _amqp_reason(exc: BaseException) -> str:
-    """pika's exceptions wrap the reason; the innermost one says it (never the URL)."""
+    """pika wraps the reason (in `args`, or in an `exception` attribute); the innermost
+    one says it: `Connection refused`, `ACCESS_REFUSED - Login was refused ...` (never
+    the URL)."""
     inner: BaseException = exc
-    while inner.args and isinstance(inner.args[0], BaseException):
-        inner = inner.args[0]
-    text = first_line(inner) if str(inner).strip() else type(inner).__name__
-    return text[:200]
+    for _ in range(5):
+        nested = getattr(inner, "exception", None)
+        if isinstance(nested, BaseException):
+            inner = nested
+        elif inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        else:
+            break
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    text = str(inner).strip()
+    return (text.splitlines()[0] if text else type(inner).__name__)[:200]
 
 
 def check_rabbitmq(settings: Settings) -> CheckResult:
