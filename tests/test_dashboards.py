@@ -199,7 +199,7 @@ def test_grafana_alert_rules_mirror_the_critical_prometheus_alerts() -> None:
 
 @pytest.fixture(scope="module")
 def fake_herald() -> Iterator[dict[str, list[str]]]:
-    """A worker endpoint and an exporter endpoint, built from monitoring/metrics.py."""
+    """A worker, an exporter and an API endpoint, built from monitoring/metrics.py."""
     worker_registry = CollectorRegistry()
     worker = metrics.create_worker_metrics(worker_registry)
     metrics.init_worker_labels(worker)
@@ -228,11 +228,17 @@ def fake_herald() -> Iterator[dict[str, list[str]]]:
             )
         )
     )
+    api_registry = CollectorRegistry()  # `herald serve`'s own /metrics
+    api = metrics.create_api_metrics(api_registry)
+    metrics.init_api_labels(api, [("GET", "/api/jobs"), ("GET", "/readyz")])
+    api.requests.labels(method="GET", route="/api/jobs", status="2xx").inc(3)
+    api.duration.labels(method="GET", route="/api/jobs").observe(0.004)
     servers = []
     targets: dict[str, list[str]] = {}
     for job, registry in (
         ("herald-workers", worker_registry),
         ("herald-exporter", exporter_registry),
+        ("herald-api", api_registry),
     ):
         port = free_port()
         server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
