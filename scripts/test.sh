@@ -23,6 +23,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The admin page's tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download cannot run here); under CI=true they fail, not skip, when it is missing.
+command -v chromium >/dev/null || missing+=(chromium)
 command -v python3 >/dev/null || command -v python >/dev/null || missing+=(python3 python3-venv)
 
 apt_install() {
@@ -35,7 +38,7 @@ apt_install() {
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"
 else
-    say "system packages present (rabbitmq-server, prometheus, alertmanager, node, npm)"
+    say "system packages present (rabbitmq-server, prometheus, alertmanager, node, npm, chromium)"
 fi
 
 # --- Python: the active venv or pyenv; a ./.venv when the system Python is Debian-managed -----
