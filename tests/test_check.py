@@ -149,7 +149,12 @@ def test_routes_that_can_never_match_are_failures(herald_db):
             {"name": "rooms", "table": "rooms", "recipients": ["a@example.com"]},
             {"name": "ghost", "table": "ghosts", "recipients": ["a@example.com"]},
             {"name": "none", "table": "members", "operations": [], "recipients": ["a@b.co"]},
-            {"name": "late", "table": "members", "operations": ["INSERT"], "recipients": ["a@b.co"]},
+            {
+                "name": "late",
+                "table": "members",
+                "operations": ["INSERT"],
+                "recipients": ["a@b.co"],
+            },
             {"name": "quiet", "table": "classes", "operations": ["DELETE"]},
         ],
     }
@@ -161,7 +166,9 @@ def test_routes_that_can_never_match_are_failures(herald_db):
     assert checks["route ghost"] == CheckResult(
         "route ghost", "fail", "table 'ghosts' does not exist"
     )
-    assert checks["route none"].detail == "can never match: operations is empty: it matches no change"
+    assert (
+        checks["route none"].detail == "can never match: operations is empty: it matches no change"
+    )
     assert checks["route late"].detail == (
         "can never match: every change it matches goes to an earlier route ('new-members')"
     )

@@ -110,3 +110,27 @@ def test_db_upgrade_then_stats_works_from_a_dot_env(tmp_path: Path, database_url
     stats = herald("stats", cwd=tmp_path)
     assert stats.returncode == 0, stats.stderr
     assert "unclaimed changes: 0" in stats.stdout
+
+
+def test_orchestrate_with_the_broker_down_claims_nothing_and_says_so(
+    tmp_path: Path, herald_db: str
+) -> None:
+    from tests.helpers import sql
+
+    sql(herald_db, "INSERT INTO classes (title) VALUES ('Yoga'); UPDATE classes SET seats = 3")
+    port = free_port()
+    result = herald(
+        "orchestrate",
+        cwd=tmp_path,
+        HERALD_DATABASE_URL=herald_db,
+        HERALD_BROKER_URL=f"amqp://herald:{SECRET}@127.0.0.1:{port}/herald",
+    )
+    assert result.returncode == 1
+    assert one_line(result) == (
+        f"herald: cannot reach the broker (HERALD_BROKER_URL): 127.0.0.1:{port} vhost herald: "
+        "Connection refused"
+    )
+    unclaimed = sql(
+        herald_db, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NULL"
+    )
+    assert unclaimed[0]["n"] == 2

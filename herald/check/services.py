@@ -6,10 +6,12 @@ tried. Details name hosts and ports, never a password or a key.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from herald.check.results import TIMEOUT, CheckResult, fail, first_line, ok, skip, warn
@@ -52,6 +54,18 @@ def _amqp_reason(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(inner).__name__)[:200]
 
 
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence a library's logger for the duration (a check reports failures itself)."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def check_rabbitmq(settings: Settings) -> CheckResult:
     """Each node of HERALD_BROKER_URL accepts a connection (opened, then closed)."""
     url = settings.broker_url
@@ -69,7 +83,8 @@ def check_rabbitmq(settings: Settings) -> CheckResult:
             params.blocked_connection_timeout = TIMEOUT
             params.connection_attempts = 1
             params.retry_delay = 0
-            connection = pika.BlockingConnection(params)
+            with _quiet("pika"):  # its own ERROR lines and tracebacks: the result says it
+                connection = pika.BlockingConnection(params)
         except Exception as exc:  # noqa: BLE001 - pika raises many kinds; each is one line
             refused.append(f"{address}: {_amqp_reason(exc)}")
             continue

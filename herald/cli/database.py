@@ -24,8 +24,9 @@ CONNECT_TIMEOUT = 3
 SCHEMA_MISSING = "the herald schema is missing: run `herald db upgrade`"
 
 
-class DatabaseProblem(Exception):
-    """The database cannot serve this command; `str()` is the line shown to the user."""
+class ServiceProblem(Exception):
+    """The database (or the broker) cannot serve this command; `str()` is the line shown
+    to the user."""
 
 
 def database_settings() -> Settings:
@@ -49,19 +50,19 @@ def reason(exc: psycopg.Error) -> str:
     return first.rpartition(" failed: ")[2].strip() or first
 
 
-def unreachable(url: str, exc: psycopg.Error) -> DatabaseProblem:
-    return DatabaseProblem(
+def unreachable(url: str, exc: psycopg.Error) -> ServiceProblem:
+    return ServiceProblem(
         f"cannot reach the database at {where(url)} ({DATABASE_URL}): {reason(exc)}"
     )
 
 
 def open_database(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection for one command, within `CONNECT_TIMEOUT` seconds or a DatabaseProblem."""
+    """A connection for one command, within `CONNECT_TIMEOUT` seconds or a ServiceProblem."""
     url = settings.database_url
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError:  # its message quotes the URL, password and all
-        raise DatabaseProblem(f"{DATABASE_URL} is not a valid PostgreSQL URL") from None
+        raise ServiceProblem(f"{DATABASE_URL} is not a valid PostgreSQL URL") from None
     try:
         return psycopg.connect(
             url,
@@ -84,15 +85,15 @@ def check_schema(conn: psycopg.Connection[Any]) -> None:
     from herald import sql
 
     if len(missing) == len(sql.migrations()):
-        raise DatabaseProblem(SCHEMA_MISSING)
-    raise DatabaseProblem(
+        raise ServiceProblem(SCHEMA_MISSING)
+    raise ServiceProblem(
         f"the herald schema is out of date ({len(missing)} migration(s) not applied: "
         f"{', '.join(missing)}): run `herald db upgrade`"
     )
 
 
 def open_herald(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection to a database with the herald schema up to date, or a DatabaseProblem."""
+    """A connection to a database with the herald schema up to date, or a ServiceProblem."""
     conn = open_database(settings, autocommit=autocommit)
     try:
         check_schema(conn)
@@ -112,3 +113,14 @@ def schema_error(exc: psycopg.Error) -> bool:
         | psycopg.errors.InvalidSchemaName
         | psycopg.errors.UndefinedFunction,
     ) and "herald" in str(exc)
+
+
+def require_broker(settings: Settings) -> None:
+    """Refuse to orchestrate when no node of HERALD_BROKER_URL answers: the run would
+    claim changes and leave their jobs to the outbox, with pika's tracebacks on stderr."""
+    from herald.check.services import check_rabbitmq
+
+    result = check_rabbitmq(settings)
+    if result.status == "fail":
+        detail = result.detail.removeprefix("cannot connect: ")
+        raise ServiceProblem(f"cannot reach the broker (HERALD_BROKER_URL): {detail}")

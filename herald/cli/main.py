@@ -12,10 +12,11 @@ import psycopg
 
 from herald.cli.database import (
     SCHEMA_MISSING,
-    DatabaseProblem,
+    ServiceProblem,
     database_settings,
     open_database,
     open_herald,
+    require_broker,
     schema_error,
 )
 from herald.config import ConfigError, load_settings
@@ -55,6 +56,7 @@ def cmd_orchestrate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     open_herald(settings).close()  # down or not migrated: one line now, not a pool's 30 s
+    require_broker(settings)  # down: one line now, not jobs left unpublished
     app = bootstrap(settings)
     try:
         report = run_orchestrator(app.pool, app.settings, app.publish)
@@ -161,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
-    except DatabaseProblem as exc:
+    except ServiceProblem as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
