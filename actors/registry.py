@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dramatiq
 
-from actors import email, enrich, orchestrate, purge, sweep
+from actors import digest, email, enrich, orchestrate, purge, sweep
 from actors.publish import Publisher
 from actors.waker import WakerMiddleware
 from herald.services import Services
@@ -22,11 +22,14 @@ class Actors:
     send_emails: dramatiq.Actor
     sweep: dramatiq.Actor
     purge: dramatiq.Actor
+    digest_tick: dramatiq.Actor
+    send_digest: dramatiq.Actor
 
 
 def declare_actors(broker: dramatiq.Broker, services: Services, publish: Publisher) -> Actors:
     """Declare the actors on `broker`; the waker middleware too, unless it is turned off."""
     send_email, send_emails = email.declare(broker, services, publish)
+    digest_tick, send_digest = digest.declare(broker, services, publish)
     actors = Actors(
         orchestrate=orchestrate.declare(broker, services, publish),
         enrich=enrich.declare(broker, services, publish),
@@ -34,6 +37,8 @@ def declare_actors(broker: dramatiq.Broker, services: Services, publish: Publish
         send_emails=send_emails,
         sweep=sweep.declare(broker, services, publish),
         purge=purge.declare(broker, services),
+        digest_tick=digest_tick,
+        send_digest=send_digest,
     )
     if services.settings.waker:  # the LISTEN/NOTIFY waker (actors/waker.py)
         broker.add_middleware(

@@ -35,7 +35,16 @@ LAYERS: list[tuple[str, ...]] = [
         "herald.tracking",
         "herald.migrate",
     ),
-    ("herald.enrich", "herald.email", "herald.templating", "orchestrator"),
+    (
+        "herald.enrich",
+        "herald.email",
+        "herald.templating",
+        "orchestrator",
+        # The digest email and its step: a stage (the schedules, the store and the tick
+        # are core: herald.digests).
+        "herald.digests.email",
+        "herald.digests.deliver",
+    ),
     ("monitoring",),
     ("herald.services", "herald.testing", "herald.check"),
     ("actors",),

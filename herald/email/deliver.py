@@ -29,8 +29,10 @@ from herald.enrich.sanitise import restore_summary
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext
 from herald.ratelimit import limiter_for
+from herald.recipients import bare
 from herald.sql import queries
 from herald.templating import presentation_for
+from herald.unsubscribe import unsubscribe_url
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ def send_notification_email(
         recipient=recipient,
         message_id=message_id,
         change_ids=[c.id for c in changes],
+        # [api] public_url set: the one-click unsubscribe link (herald/unsubscribe.py).
+        unsubscribe_url=unsubscribe_url(settings, notification["route"], bare(recipient)),
     )
     delivery = _Delivery(ctx.job_id, notification["id"], recipient, message_id, message,
                          note="; ".join(rendered.warnings) or None)  # fmt: skip

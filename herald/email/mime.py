@@ -70,8 +70,13 @@ _RESERVED_HEADERS = frozenset(
     for h in (
         "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "X-Herald-Change-Id",
         "Auto-Submitted", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+        "List-Unsubscribe", "List-Unsubscribe-Post",
     )
 )  # fmt: skip
+#: RFC 8058: the one value of List-Unsubscribe-Post.
+ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+#: The longest unsubscribe link written (one unfolded line, well under 998 characters).
+MAX_UNSUBSCRIBE_URL = 490
 
 
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -137,8 +142,13 @@ def build_message(
     message_id: str,
     change_ids: Sequence[int],
     extra_headers: Mapping[str, str] | None = None,
+    unsubscribe_url: str | None = None,
 ) -> bytes:
     """The message as sent: Herald's headers, then text and HTML as multipart/alternative.
+
+    With ``unsubscribe_url`` (an http(s) link, herald/unsubscribe.py), ``List-Unsubscribe``
+    and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` follow X-Herald-Change-Id
+    (RFC 2369, RFC 8058).
 
     Raises ``PermanentError`` naming the header for any value that cannot be written
     safely (see the module docstring). The SMTP envelope is never taken from here.
@@ -159,6 +169,9 @@ def build_message(
         ("Auto-Submitted", b"Auto-Submitted: auto-generated\r\n"),
         ("X-Herald-Change-Id", _list("X-Herald-Change-Id", [str(i) for i in ids])),
     ]
+    if unsubscribe_url is not None:
+        headers.append(("List-Unsubscribe", _unsubscribe(unsubscribe_url)))
+        headers.append(("List-Unsubscribe-Post", ONE_CLICK))
     for name, value in (extra_headers or {}).items():
         if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
             raise PermanentError(f"extra header name {name!r} is not allowed")
@@ -216,6 +229,19 @@ def _address(name: str, value: str) -> bytes:
     if _SIMPLE_ADDRESS.fullmatch(value) and len(value) < LINE_LENGTH - len(name) - 2:
         return f"{name}: {value}\r\n".encode("ascii")
     return _by_policy(name, parse_address(value, header=name))
+
+
+def _unsubscribe(url: str) -> bytes:
+    """``List-Unsubscribe: <url>``: one http(s) link of plain printable ASCII, no spaces
+    or angle brackets, on one line (a URL is never folded)."""
+    if (
+        not url.startswith(("https://", "http://"))
+        or len(url) > MAX_UNSUBSCRIBE_URL
+        or not _PLAIN.fullmatch(url)
+        or any(c in url for c in ' <>"')
+    ):
+        raise PermanentError("List-Unsubscribe header needs a plain http(s) link")
+    return f"List-Unsubscribe: <{url}>\r\n".encode("ascii")
 
 
 def _list(name: str, items: list[str]) -> bytes:
