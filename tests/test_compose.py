@@ -298,3 +298,36 @@ def test_the_init_script_makes_a_role_that_runs_herald_and_nothing_more(
         postgres_server.drop_database(url.rsplit("/", 1)[1])
         with psycopg.connect(postgres_server.url, autocommit=True) as conn:
             conn.execute("DROP ROLE IF EXISTS herald")
+
+
+# -- the `cluster` profile: three RabbitMQ nodes for quorum queues (docs/operations.md) -------
+
+
+def test_the_cluster_profile_is_three_rabbitmq_nodes_of_one_cluster(compose: dict) -> None:
+    services = compose["services"]
+    nodes = {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert sorted(nodes) == ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+    cookies = set()
+    for name, node in nodes.items():
+        assert node["hostname"] == name  # the node name rabbit@<hostname> must not change
+        assert node["image"] == services["rabbitmq"]["image"]
+        assert node["healthcheck"]["test"][-2:] == ["-q", "ping"]
+        env = node["environment"]
+        assert str(env["RABBITMQ_DEFAULT_PASS"]).startswith("${")
+        cookie = env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        assert cookie.startswith("-setcookie ${") and env["RABBITMQ_CTL_ERL_ARGS"] == cookie
+        cookies.add(cookie)
+        assert "./rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in node["volumes"]
+    assert len(cookies) == 1  # one cookie for the three
+    assert "cluster" not in str(services["rabbitmq"].get("profiles", []))  # the default stays
+    conf = (REPO / "rabbitmq" / "cluster.conf").read_text()
+    for line in (
+        "cluster_partition_handling = pause_minority",
+        "queue_leader_locator = balanced",
+        "cluster_formation.peer_discovery_backend = classic_config",
+        *(f"cluster_formation.classic_config.nodes.{n} = rabbit@rabbitmq-{n}" for n in (1, 2, 3)),
+    ):
+        assert line in conf.splitlines(), line
+    # Herald reaches the cluster when HERALD_BROKER_URL (in .env) lists its nodes.
+    url = compose["x-herald-environment"]["HERALD_BROKER_URL"]
+    assert url.startswith("${HERALD_BROKER_URL:-amqp://"), url
