@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_check_command(sub)
     add_commands(sub)
+    from herald.cli.recipients import add_recipient_commands  # recipients, digests
+
+    add_recipient_commands(sub)
     return parser
 
 

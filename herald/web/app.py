@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import herald
-from herald.web import api_jobs, api_ops, health, metrics, pages
+from herald.web import api_digests, api_jobs, api_ops, health, metrics, pages, unsubscribe
 from herald.web.auth import Authenticator
 from herald.web.broker import BrokerDown, BrokerProbe, probe_for
 from herald.web.page_support import SignInRequired
@@ -75,7 +75,8 @@ def create_app(
     app.state.services = services
     app.state.auth = Authenticator(services.settings.api_tokens, insecure=insecure_no_auth)
     app.state.broker = broker or probe_for(services.settings.broker_url)
-    routers = (health.router, api_jobs.router, api_ops.router, pages.router)
+    routers = (health.router, api_jobs.router, api_ops.router, api_digests.router,
+               unsubscribe.router, pages.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
