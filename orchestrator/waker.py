@@ -27,9 +27,8 @@ import time
 from collections.abc import Callable
 
 import psycopg
-from psycopg.rows import dict_row
 
-from herald.db import DictConnection
+from herald.db import DictConnection, connect
 from herald.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -79,9 +78,8 @@ class Waker:
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self.database_url, autocommit=True, row_factory=dict_row
-                ) as conn:
+                # herald.db.connect: a refused URL's error never quotes its password.
+                with connect(self.database_url, autocommit=True) as conn:
                     conn.execute("LISTEN " + CHANNEL)
                     self.connected.set()
                     backoff = 0.1

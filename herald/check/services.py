@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from herald.check.results import TIMEOUT, CheckResult, fail, first_line, ok, skip, warn
 from herald.config import Settings
+from herald.redact import scheme_of
 
 
 def broker_nodes(url: str) -> list[str]:
@@ -24,8 +25,14 @@ def broker_nodes(url: str) -> list[str]:
 
 
 def node_address(url: str) -> str:
-    """`host:port/vhost` of an AMQP URL, without its credentials."""
+    """`host:port/vhost` of an AMQP URL, without its credentials (nothing of a URL that
+    is not one: `herald:PASSWORD@rabbit/herald` has no scheme, and urlsplit would make
+    its password part of the path)."""
+    if scheme_of(url) not in ("amqp", "amqps"):
+        return "a URL without amqp:// or amqps://"
     parts = urlsplit(url)
+    if "@" in parts.path:  # a password holding "/": the rest of it is no vhost
+        return "a malformed amqp:// URL"
     default = 5671 if parts.scheme == "amqps" else 5672
     try:
         port = parts.port or default

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 import psycopg
@@ -20,6 +21,7 @@ from herald.cli.database import (
     schema_error,
 )
 from herald.config import ConfigError, load_settings
+from herald.redact import scrub, scrub_logging, secrets_of
 
 
 def version() -> str:
@@ -155,33 +157,50 @@ def one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def credentials() -> list[str]:
+    """Every credential the environment gives Herald (the URLs' passwords, the OpenAI key),
+    masked in all this command prints and logs: a last line of defence behind the errors
+    that already leave them out (libraries quote what they were given)."""
+    from herald.environment import read_environment
+
+    env = read_environment()
+    urls = ("HERALD_DATABASE_URL", "HERALD_BROKER_URL", "HERALD_SMTP_URL", "OPENAI_BASE_URL")
+    return secrets_of(*(env.get(name) for name in urls), keys=[env.get("OPENAI_API_KEY")])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    secrets = credentials()
+    scrub_logging(secrets)
+
+    def say(text: str) -> int:
+        print(scrub(text, secrets), file=sys.stderr)
+        return 1
+
+    def trace() -> int:  # -v: the whole traceback, masked like everything else
+        return say(traceback.format_exc().rstrip())
+
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"herald: configuration error: {exc}", file=sys.stderr)
+        say(f"herald: configuration error: {exc}")
         return 2
     except ServiceProblem as exc:
-        print(f"herald: {exc}", file=sys.stderr)
-        return 1
+        return say(f"herald: {exc}")
     except psycopg.Error as exc:
         if args.verbose:
-            raise
+            return trace()
         if schema_error(exc):
-            print(f"herald: {SCHEMA_MISSING} ({one_line(exc)})", file=sys.stderr)
-        else:
-            print(f"herald: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
-        return 1
+            return say(f"herald: {SCHEMA_MISSING} ({one_line(exc)})")
+        return say(f"herald: {type(exc).__name__}: {one_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - one clear line for operators, not a traceback
         if args.verbose:
-            raise
-        print(f"herald: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
-        return 1
+            return trace()
+        return say(f"herald: {type(exc).__name__}: {one_line(exc)}")
 
 
 if __name__ == "__main__":
