@@ -117,3 +117,13 @@ def test_the_log_filter_masks_messages_and_tracebacks():
     text = logging.Formatter().format(record)
     assert "failed: ***" in text and "ValueError: bad url herald:***@h" in text
     assert CANARY not in text
+
+
+@pytest.mark.parametrize("url", [f"herald:{CANARY}@mail:25", f"herald:{CANARY}@mail://x"])
+def test_a_smtp_url_without_a_scheme_is_refused_without_quoting_its_user_or_password(url):
+    from herald.email.smtp import SmtpSettings, mailer_from_url
+
+    for parse in (mailer_from_url, SmtpSettings.from_url):
+        with pytest.raises(ValueError) as refused:
+            parse(url)
+        assert CANARY not in str(refused.value) and "herald" not in str(refused.value)

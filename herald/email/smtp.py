@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from herald.email.mailer import FileMailer, Mailer, check_envelope
 from herald.errors import HeraldError, PermanentError, TransientError
+from herald.redact import scheme_of
 
 __all__ = [
     "FileMailer",
@@ -69,9 +70,9 @@ class SmtpSettings:
         except ValueError as exc:
             raise ValueError(f"SMTP URL cannot be parsed: {exc}") from None
         scheme = parts.scheme.lower()
-        if scheme not in ("smtp", "smtps"):
+        if scheme not in ("smtp", "smtps") or scheme_of(url.strip()) != scheme:
             raise ValueError(
-                f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme or 'missing'!r}"
+                f"SMTP URL scheme must be smtp:// or smtps://, not {scheme_of(url) or 'missing'!r}"
             )
         host = parts.hostname
         if not host:
@@ -358,7 +359,8 @@ def _quietly_close(conn: smtplib.SMTP) -> None:
 
 def mailer_from_url(url: str) -> Mailer:
     """``smtp://`` and ``smtps://`` give an ``SmtpMailer``; ``file:///dir`` a ``FileMailer``."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    # The scheme only when well formed: in `herald:PASSWORD@mail:25` "herald" is the user.
+    scheme = scheme_of(url) or ""
     if scheme in ("smtp", "smtps"):
         return SmtpMailer(SmtpSettings.from_url(url))
     if scheme == "file":
