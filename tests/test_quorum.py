@@ -234,3 +234,32 @@ def test_a_classic_queue_left_from_classic_mode_is_refused_by_name(rabbitmq_url)
     text = str(refused.value)
     assert "'email.urgent'" in text or "'email'" in text
     assert "drained and deleted" in text and "guest" not in text
+
+
+# -- each node reported -------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_readiness_reports_each_node_and_one_down_is_a_warning(herald_db, pool, rabbitmq_url):
+    from fastapi.testclient import TestClient
+
+    from herald.web.app import create_app
+    from tests.api_fixtures import herald_app
+    from tests.services import free_port
+
+    dead = f"amqp://guest:secret-password@127.0.0.1:{free_port()}/%2F"
+    app = herald_app(herald_db, pool, f"{rabbitmq_url};{dead}")
+    try:
+        with TestClient(create_app(app), raise_server_exceptions=False) as client:
+            ready = client.get("/readyz")
+            health = client.get("/health")
+    finally:
+        app.publisher.close()
+        app.broker.close()
+    assert ready.status_code == 200 and ready.json()["status"] == "warn", ready.text
+    nodes = ready.json()["checks"]["rabbitmq:node"]
+    assert [n["status"] for n in nodes] == ["pass", "warn"]
+    assert nodes[1]["componentId"] == dead.rsplit("@", 1)[1].split("/")[0]
+    assert "unreachable" in nodes[1]["output"]
+    assert health.json()["checks"]["rabbitmq:node"][1]["status"] == "warn"
+    assert "secret-password" not in ready.text + health.text

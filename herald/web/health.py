@@ -1,7 +1,8 @@
 """`/livez`, `/readyz`, `/health`: for a load balancer, an orchestrator, and a person.
 
 Liveness checks nothing outside the process (a restart cures nothing else). Readiness is
-PostgreSQL reachable with every migration applied, and RabbitMQ reachable: 200 or 503.
+PostgreSQL reachable with every migration applied, and RabbitMQ reachable: 200 or 503
+(with several RabbitMQ nodes, each is reported: one down is a warning, 200).
 `/health` is `application/health+json` (draft-inadarei-api-health-check): `status` pass,
 warn or fail and a `checks` map; a dependency down is `fail` (503); an open circuit
 breaker, a backlog or a late orchestrator is `warn` (200).
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse
 from herald import sql
 from herald.web.broker import BrokerDown, BrokerProbe
 from herald.web.models import Health, Liveness
+from herald.web.nodes import node_statuses
 from herald.web.services import WebServices
 from monitoring import jobs_api
 from monitoring.metrics import KNOWN_ACTORS
@@ -146,6 +148,27 @@ def broker_checks(probe: BrokerProbe, *, depths: bool) -> dict[str, list[dict[st
     return checks
 
 
+def node_checks(broker_url: str) -> dict[str, list[dict[str, Any]]]:
+    """Each node of a `;`-separated HERALD_BROKER_URL: one down while another answers is a
+    warning (Herald works on), all down a failure (herald/web/nodes.py)."""
+    statuses = node_statuses(broker_url)
+    if not statuses:
+        return {}
+    down = "warn" if any(s.up for s in statuses) else "fail"
+    entries = [
+        _check("pass", s.ms, "ms", componentId=s.address, componentType="component")
+        if s.up
+        else _check(
+            down,
+            componentId=s.address,
+            componentType="component",
+            output=f"unreachable ({s.error})",
+        )
+        for s in statuses
+    ]
+    return {"rabbitmq:node": entries}
+
+
 def ledger_checks(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     if not figures:
         return {}
@@ -195,7 +218,8 @@ def ledger_checks(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def health_document(services: WebServices, probe: BrokerProbe) -> dict[str, Any]:
     db, figures = database_checks(services, figures=True)
-    checks = {**db, **broker_checks(probe, depths=True), **ledger_checks(figures)}
+    checks = {**db, **broker_checks(probe, depths=True), **ledger_checks(figures),
+              **node_checks(services.settings.broker_url)}  # fmt: skip
     status = _worst([c["status"] for entries in checks.values() for c in entries])
     return {
         "status": status,
@@ -219,7 +243,8 @@ def livez() -> dict[str, str]:
 )
 def readyz(request: Request) -> JSONResponse:
     db, _ = database_checks(_services(request), figures=False)
-    checks = {**db, **broker_checks(_probe(request), depths=False)}
+    checks = {**db, **broker_checks(_probe(request), depths=False),
+              **node_checks(_services(request).settings.broker_url)}  # fmt: skip
     status = _worst([c["status"] for entries in checks.values() for c in entries])
     body = {"status": status, "checks": checks}
     return HealthResponse(body, status_code=503 if status == "fail" else 200)
