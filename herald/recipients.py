@@ -96,7 +96,8 @@ def parse_recipient(value: object, *, where: str = "address") -> tuple[str, str]
         raise RecipientError(f"{where}: holds a line break or a control character")
     name, addr = parseaddr(text)
     found = getaddresses([text])
-    if len(found) != 1 or found[0] != (name, addr) or "@" not in addr:
+    if len(found) != 1 or found[0] != (name, addr) or "@" not in addr or addr not in text:
+        # (the parser drops spaces and comments: `a@exa mple.org` would become another address)
         raise RecipientError(f"{where}: not exactly one email address")
     local, _, domain = addr.rpartition("@")
     if not _local_ok(local) or not _domain_ok(domain):
