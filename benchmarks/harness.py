@@ -158,7 +158,8 @@ class Services:
 
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {HERALD_TABLES}")
+        # CASCADE: tables added since (digest_items references notifications) go too.
+        conn.execute(f"TRUNCATE {HERALD_TABLES} CASCADE")
 
 
 #: Herald's worker command's broker argument (`dramatiq herald.worker:setup`).

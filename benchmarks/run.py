@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         nargs="*",
         default=None,
-        help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds)",
+        help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds; "
+        "quorum, quorum against classic queues, runs only when named)",
     )
     p.add_argument("--processes", type=int, default=2, help="worker processes (AI off)")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process (AI off)")
@@ -253,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
                     for group in groups:
                         group.stop()
                     svc.drop(db)
+            if "quorum" in want:
+                print(f"quorum against classic: {size['e2e_off']} changes per run, AI off; "
+                      "a three-node cluster starts", flush=True)  # fmt: skip
+                res["quorum"] = scenarios.quorum_vs_classic(
+                    svc, Path(tmp), changes=size["e2e_off"], runs=args.runs,
+                    processes=args.processes, threads=args.threads,
+                    batch_size=args.batch_size, email_batch=args.email_batch,
+                    prefetch=args.prefetch,
+                )  # fmt: skip
             if "seeds" in want:
                 print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
                 db = svc.database()
@@ -301,6 +311,12 @@ def summarise(res: dict) -> dict:
     if "soak" in res:
         s["rss_growth_pct"] = res["soak"]["rss_growth_pct"]
         s["rss_max_mb"] = res["soak"]["rss_max_mb"]
+    if "quorum" in res:
+        quorum = res["quorum"]
+        for setup, per_s in quorum["per_s"].items():
+            s[f"e2e_{setup}_per_s"] = per_s
+        s["quorum_3_nodes_vs_classic"] = quorum["ratio_quorum_3_nodes"]
+        s["quorum_1_node_vs_classic"] = quorum["ratio_quorum_1_node"]
     if ceiling:
         s["ceiling_per_s"] = ceiling
     if seeds:
@@ -340,6 +356,11 @@ def render(out: dict) -> str:
                      + "/".join(f"{x:.0f}" for x in soak["rss_end_mb"]), "", ""))  # fmt: skip
     row("  RSS growth (%)", "rss_growth_pct", "+.1f", "within +-10")
     row("  RSS max per process (MB)", "rss_max_mb", ".0f", "<= 150")
+    row("end to end, classic queues (changes/s)", "e2e_classic_per_s", ",.0f", "")
+    row("end to end, quorum, 1 node (changes/s)", "e2e_quorum_1_node_per_s", ",.0f", "")
+    row("end to end, quorum, 3 nodes (changes/s)", "e2e_quorum_3_nodes_per_s", ",.0f", "")
+    row("  quorum 3 nodes / classic", "quorum_3_nodes_vs_classic", ".2f", "")
+    row("  quorum 1 node / classic", "quorum_1_node_vs_classic", ".2f", "")
     row("seeds' design (changes/s)", "seeds_per_s", ".3f", "")
     row("x seeds' design (AI 200 ms)", "x_seeds", ",.0f", ">= 100")
     row("x seeds' design (AI off)", "x_seeds_ai_off", ",.0f", "")

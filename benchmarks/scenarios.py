@@ -271,3 +271,60 @@ def prefetch_env(prefetch: int | None) -> dict[str, str]:
 
 def path_for_log(tmp: Path, name: str) -> Path:
     return tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
+
+
+# -- quorum against classic -----------------------------------------------------------------------
+
+#: The three brokers the quorum scenario compares, each with its own database and workers.
+QUORUM_SETUPS = ("classic", "quorum_1_node", "quorum_3_nodes")
+QUORUM_TOML = '\n[broker]\nqueue_type = "quorum"\n'
+
+
+def quorum_vs_classic(svc: Services, tmp: Path, *, changes: int, runs: int, processes: int,
+                      threads: int, batch_size: int, email_batch: int, prefetch: int | None
+                      ) -> dict:  # fmt: skip
+    """End to end, AI off, on classic queues (one node), quorum queues on that node, and
+    quorum queues replicated on a three-node cluster (tests/services/rabbitmq_cluster.py),
+    the runs interleaved so that the machine's other work weighs on each alike."""
+    from tests.services.rabbitmq_cluster import start_rabbitmq_cluster
+
+    cluster = start_rabbitmq_cluster()
+    groups: list[WorkerGroup] = []
+    dbs: dict[str, str] = {}
+    try:
+        cluster_vhost = f"bench-{uuid.uuid4().hex[:10]}"
+        cluster.add_vhost(cluster_vhost)
+        brokers = {"classic": svc.vhost(), "quorum_1_node": svc.vhost(),
+                   "quorum_3_nodes": cluster.urls(cluster_vhost)}  # fmt: skip
+        for setup in QUORUM_SETUPS:
+            dbs[setup] = svc.database()
+            env = svc.env(dbs[setup], brokers[setup], batch_size=batch_size, ai_latency=0.0,
+                          email_batch=email_batch, extra=prefetch_env(prefetch))  # fmt: skip
+            if setup != "classic":
+                with Path(env["HERALD_CONFIG"]).open("a") as config:
+                    config.write(QUORUM_TOML)
+            groups.append(WorkerGroup(env, path_for_log(tmp, f"workers-{setup}"),
+                                      processes=processes, threads=threads))  # fmt: skip
+            end_to_end(svc, dbs[setup], table="bench_plain", changes=500)  # warm-up
+        figures: dict[str, list[float]] = {setup: [] for setup in QUORUM_SETUPS}
+        for i in range(runs):
+            for setup in QUORUM_SETUPS:
+                result = end_to_end(svc, dbs[setup], table="bench_plain", changes=changes)
+                figures[setup].append(result["per_s"])
+                print(f"    run {i + 1}/{runs} {setup}: {result['per_s']:.1f} changes/s",
+                      flush=True)  # fmt: skip
+    finally:
+        for group in groups:
+            group.stop()
+        for db in dbs.values():
+            svc.drop(db)
+        cluster.close()
+    medians = {setup: statistics.median(values) for setup, values in figures.items()}
+    return {
+        "changes": changes,
+        "per_s": medians,
+        "runs": figures,
+        "ratio_quorum_3_nodes": medians["quorum_3_nodes"] / medians["classic"],
+        "ratio_quorum_1_node": medians["quorum_1_node"] / medians["classic"],
+        "cluster_boot_seconds": getattr(cluster, "boot_seconds", None),
+    }
