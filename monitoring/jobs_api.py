@@ -26,13 +26,17 @@ from monitoring.sql import api_queries as queries
 
 #: Free text (`q`) looks at the newest this many jobs only (Oban Web's choice too): the
 #: ILIKE has no index to use, and a bounded scan keeps every request fast.
-Q_WINDOW = 100_000
+Q_WINDOW = 50_000
 #: Up to this many jobs in the ledger, counts per status are exact; past it, the planner
 #: estimates them (an exact count of a million rows per request is what made the anchors'
 #: UIs slow: Oban Web #52, bull-board with ~1M jobs).
 SMALL_LEDGER = 100_000
 #: A bulk retry reopens at most this many jobs per request (the answer says when more match).
 BULK_RETRY_MAX = 5_000
+
+#: A common route under this share of notifications is filtered through its notifications'
+#: ids (hashed) rather than by looking up each job's notification (api_job_filters).
+RARE_ROUTE_SHARE = 0.05
 
 SORTS = ("id", "created_at")
 ORDERS = ("asc", "desc")
@@ -89,6 +93,12 @@ class JobFilter:
     def params(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
         values = asdict(self)
         values["q_floor"] = 0
+        values["route_rare"] = False
+        if self.route is not None:
+            row = conn.execute(queries["api_route_share"], {"route": self.route}).fetchone()
+            # Not among the common values: the planner knows it is rare and starts from
+            # the route's index; the hashed form would scan every job for nothing.
+            values["route_rare"] = row is not None and row["share"] < RARE_ROUTE_SHARE
         if self.q is not None:
             values["q"] = "%" + _escape_like(self.q) + "%"
             row = conn.execute(queries["api_q_floor"], {"window": Q_WINDOW}).fetchone()

@@ -64,7 +64,7 @@ def test_free_text_is_literal_not_a_pattern(api: Api, seeded) -> None:
     assert ids(api.get("/api/jobs?q=%25")) == []  # a literal % matches no error or address
     assert ids(api.get("/api/jobs?q=_")) == []
     body = api.get("/api/jobs?q=550").json()
-    assert body["q_scope"] == "the newest 100,000 jobs"
+    assert body["q_scope"] == "the newest 50,000 jobs"
 
 
 @pytest.mark.parametrize("sort", ["id", "created_at"])
@@ -216,3 +216,26 @@ def test_the_metrics_count_requests_by_route_template(api: Api, seeded) -> None:
         in text
     )
     assert 'route="/api/stats",status="5xx"} 0.0' in text  # every series from the first scrape
+
+
+def test_a_rare_route_finds_the_same_jobs_through_its_notifications(api: Api, pool) -> None:
+    from orchestrator.orchestrate import run_orchestrator
+    from tests.helpers import RecordingPublisher, make_settings
+
+    api.sql("INSERT INTO members (first_name) VALUES ('Ann'), ('Bob'), ('Cy')")
+    api.sql("INSERT INTO classes (title) VALUES ('Yoga'), ('Judo')")
+    for seats in range(40):
+        api.sql("UPDATE classes SET seats = %s", (seats,))
+    run_orchestrator(pool, make_settings(api.url), RecordingPublisher())
+    api.sql("ANALYZE herald.notifications")  # the planner's statistics say new-members is rare
+    share = api.sql("SELECT f.freq FROM pg_stats s, unnest(s.most_common_vals::text::text[], "
+                    "s.most_common_freqs) f(val, freq) WHERE s.tablename = 'notifications' "
+                    "AND s.attname = 'route' AND f.val = 'new-members'")  # fmt: skip
+    assert share and share[0]["freq"] < 0.05
+    expected = api.sql("SELECT j.id FROM herald.jobs j JOIN herald.notifications n "
+                       "ON n.id = j.notification_id WHERE n.route = 'new-members'")  # fmt: skip
+    assert ids(api.get("/api/jobs?route=new-members")) == sorted(
+        (r["id"] for r in expected), reverse=True
+    )
+    assert len(expected) == 3
+    assert len(ids(api.get("/api/jobs?route=classes&limit=500"))) == 160

@@ -89,7 +89,7 @@ def other_filters(
     created_before: Annotated[IsoTime | None, Query(description="ISO 8601; UTC if no zone")] = None,
     q: Annotated[
         Text | None,
-        Query(description="free text in the last error or the recipient (newest 100,000 jobs)"),
+        Query(description="free text in the last error or the recipient (newest 50,000 jobs)"),
     ] = None,
 ) -> JobFilter:
     return JobFilter(

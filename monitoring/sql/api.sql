@@ -12,7 +12,11 @@
 -- `q` looks at the newest jobs only: ids above %(q_floor)s (api_q_floor).
     (%(actor)s::text IS NULL OR j.actor = %(actor)s::text)
 AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-AND (%(route)s::text IS NULL OR n.route = %(route)s::text)
+AND (%(route)s::text IS NULL OR CASE WHEN %(route_rare)s::boolean
+    -- A rare route: its notifications' ids hashed, the jobs scanned newest first against
+    -- them (a lookup of each job's notification would probe thousands to fill a page).
+    THEN j.notification_id IN (SELECT id FROM herald.notifications WHERE route = %(route)s::text)
+    ELSE n.route = %(route)s::text END)
 AND (%(table)s::text IS NULL OR n.table_name IN (%(table)s::text, 'public.' || %(table)s::text))
 AND (%(recipient)s::text IS NULL OR j.recipient = %(recipient)s::text)
 AND (%(change_id)s::bigint IS NULL OR j.notification_id = ANY (ARRAY(
@@ -74,6 +78,15 @@ SELECT j.id, j.status, j.actor, j.unique_key
  ORDER BY j.id
  LIMIT %(limit)s
    FOR UPDATE OF j SKIP LOCKED;
+
+-- name: api_route_share
+-- The share of notifications on a route, from the planner's statistics (NULL: not among
+-- the most common values, or no statistics yet).
+SELECT f.freq::float8 AS share
+  FROM pg_stats st,
+       unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS f(val, freq)
+ WHERE st.schemaname = 'herald' AND st.tablename = 'notifications' AND st.attname = 'route'
+   AND f.val = %(route)s::text;
 
 -- name: api_q_floor
 -- Free-text search looks at the newest %(window)s jobs only (as Oban Web does): an ILIKE
