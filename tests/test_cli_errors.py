@@ -48,7 +48,9 @@ def test_with_nothing_configured_a_command_names_the_missing_variable(tmp_path: 
 
 
 def test_orchestrate_needs_the_broker_too(tmp_path: Path) -> None:
-    result = herald("orchestrate", cwd=tmp_path, HERALD_DATABASE_URL="postgresql://x@h/db")
+    result = herald(
+        "orchestrate", cwd=tmp_path, HERALD_DATABASE_URL="postgresql://db.example.com/herald"
+    )
     assert result.returncode == 2
     assert "HERALD_BROKER_URL is not set" in one_line(result)
 

@@ -90,14 +90,14 @@ def _recipients(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_run("recipients list", cmd_recipients_list))
 
     setting = commands.add_parser("set", help="create or change a recipient")
-    setting.add_argument("address", type=_address)
+    setting.add_argument("address", type=_address, help="the recipient's email address")
     setting.add_argument("--name", help="display name in the To header ('' removes it)")
     setting.add_argument("--timezone", help="IANA timezone of their digests ('' removes it)")
     setting.add_argument("--json", action="store_true", help="print JSON")
     setting.set_defaults(func=_run("recipients set", cmd_recipients_set))
 
     muting = commands.add_parser("mute", help="send a recipient nothing from a route, or any")
-    muting.add_argument("address", type=_address)
+    muting.add_argument("address", type=_address, help="the recipient's email address")
     muting.add_argument("--route", default=ALL_ROUTES, help="one route (default: every route)")
     until = muting.add_mutually_exclusive_group()
     until.add_argument("--until", type=_moment, help="until this time (ISO 8601; UTC if no zone)")
@@ -105,7 +105,7 @@ def _recipients(sub: argparse._SubParsersAction) -> None:
     muting.set_defaults(func=_run("recipients mute", cmd_recipients_mute))
 
     unmuting = commands.add_parser("unmute", help="lift a recipient's mutes")
-    unmuting.add_argument("address", type=_address)
+    unmuting.add_argument("address", type=_address, help="the recipient's email address")
     unmuting.add_argument("--route", help="one route's mute (default: all of them)")
     unmuting.set_defaults(func=_run("recipients unmute", cmd_recipients_unmute))
 
@@ -172,13 +172,13 @@ def _digests(sub: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="digests_command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="digest schedules and when each is next due")
-    listing.add_argument("--route")
-    listing.add_argument("--recipient", type=_address)
+    listing.add_argument("--route", help="only this digest route's schedules")
+    listing.add_argument("--recipient", type=_address, help="only this recipient's schedules")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_run("digests list", cmd_digests_list))
 
     setting = commands.add_parser("set", help="a recipient's own schedule for a digest route")
-    setting.add_argument("address", type=_address)
+    setting.add_argument("address", type=_address, help="the recipient's email address")
     setting.add_argument("schedule", nargs="?", help="'daily 09:00', 'weekly mon 09:00', "
                          "'monthly 31 09:00' (default: the route's)")  # fmt: skip
     setting.add_argument("--route", help="the digest route (needed when there are several)")
@@ -195,7 +195,7 @@ def _digests(sub: argparse._SubParsersAction) -> None:
     )
     for name, text in changes:
         command = commands.add_parser(name, help=text)
-        command.add_argument("address", type=_address)
+        command.add_argument("address", type=_address, help="the recipient's email address")
         command.add_argument("--route", help="the digest route (needed when there are several)")
         command.set_defaults(func=_run(f"digests {name}", cmd_digests_change))
 
