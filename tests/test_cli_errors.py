@@ -136,3 +136,12 @@ def test_orchestrate_with_the_broker_down_claims_nothing_and_says_so(
         herald_db, "SELECT count(*) AS n FROM herald.change_log WHERE claimed_at IS NULL"
     )
     assert unclaimed[0]["n"] == 2
+
+
+def test_a_herald_env_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.env"
+    result = herald("stats", cwd=tmp_path, HERALD_ENV_FILE=str(missing))
+    assert result.returncode == 2
+    assert (
+        one_line(result) == f"herald: configuration error: HERALD_ENV_FILE: {missing} is not a file"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -163,7 +164,10 @@ def credentials() -> list[str]:
     that already leave them out (libraries quote what they were given)."""
     from herald.environment import read_environment
 
-    env = read_environment()
+    try:
+        env = read_environment()
+    except ConfigError:  # a HERALD_ENV_FILE that is not there: the command says so itself
+        env = dict(os.environ)
     urls = ("HERALD_DATABASE_URL", "HERALD_BROKER_URL", "HERALD_SMTP_URL", "OPENAI_BASE_URL")
     return secrets_of(*(env.get(name) for name in urls), keys=[env.get("OPENAI_API_KEY")])
 
