@@ -110,8 +110,8 @@ def test_a_bad_change_is_refused_with_what_is_wrong(api: Api, body, status: int,
         (b"[" * 100_000 + b"]" * 100_000, 400),  # deeper than Python's parser recurses
         (b'{"table": "classes", "operation": "INSERT", "row": {"n": NaN}}', 400),
         (b'{"table": "classes", "operation": "INSERT", "row": {"s": "\\ud800"}}', 422),
-        (b'{"table": "classes", "operation": "INSERT", "row": ' + b'{"a":' * 40 + b"1"
-         + b"}" * 40 + b"}", 422),  # deeper than 32 levels
+        (b'{"table": "classes", "operation": "INSERT", "row": ' + b'{"a":' * 70 + b"1"
+         + b"}" * 70 + b"}", 422),  # deeper than [limits] max_change_depth (64)
         (b"\xff\xfe", 400),
     ],
 )  # fmt: skip

@@ -14,7 +14,7 @@ from herald.web import auth
 from herald.web.api_jobs import _errors
 from herald.web.auth import Principal
 from herald.web.broker import BrokerDown
-from herald.web.changes_in import MAX_BODY_BYTES, parse_body, read_change
+from herald.web.changes_in import max_body_bytes, parse_body, read_change
 from herald.web.deps import BIGINT_MAX, database, probe, services
 from herald.web.health import QUEUES
 from herald.web.models import (
@@ -31,18 +31,18 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["changes"])
 
 
-async def _body(request: Request) -> bytes:
-    """The body, refused past MAX_BODY_BYTES without reading it all."""
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes without reading it all."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise Problem(415, "send the change as application/json")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise Problem(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"the body is larger than {limit:,} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise Problem(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes")
+        if size > limit:
+            raise Problem(413, f"the body is larger than {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -64,7 +64,9 @@ async def post_change(
 ) -> JSONResponse:
     """Enter a change in the change log exactly as the trigger would, and wake the
     orchestrator: "send now" without waiting. 202, and `Location` is its trace."""
-    change = read_change(parse_body(await _body(request)))
+    limits = services(request).settings.limits
+    raw = await _body(request, max_body_bytes(limits))
+    change = read_change(parse_body(raw, limits), limits)
 
     def record() -> dict[str, Any]:
         with database(request) as conn:

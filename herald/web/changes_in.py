@@ -11,13 +11,11 @@ import json
 import math
 from typing import Any
 
-from herald.changes import MAX_CHANGE_BYTES
+from herald.config import LimitSettings
 from herald.web.problems import Problem
 
-#: The body as sent: the rows plus a little.
-MAX_BODY_BYTES = MAX_CHANGE_BYTES + 64 * 1024
-#: Deepest nesting of arrays and objects accepted in a row.
-MAX_DEPTH = 32
+#: The body as sent: the rows' limit ([limits] max_change_bytes) plus this much.
+BODY_SLACK_BYTES = 64 * 1024
 IDENTIFIER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 
@@ -26,9 +24,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON for PostgreSQL")
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    if len(raw) > MAX_BODY_BYTES:
-        raise Problem(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes")
+def max_body_bytes(limits: LimitSettings) -> int:
+    return limits.max_change_bytes + BODY_SLACK_BYTES
+
+
+def parse_body(raw: bytes, limits: LimitSettings) -> dict[str, Any]:
+    if len(raw) > max_body_bytes(limits):
+        raise Problem(413, f"the body is larger than {max_body_bytes(limits):,} bytes")
     try:
         doc = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
@@ -40,14 +42,15 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def _check_value(value: Any, where: str) -> None:
-    """Depth, NUL and lone surrogates, walked without recursion."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+def _check_value(value: Any, where: str, max_depth: int) -> None:
+    """Depth (a flat object is 1, as the orchestrator counts), NUL and lone surrogates,
+    walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict | list):
-            if depth >= MAX_DEPTH:
-                raise Problem(422, f"{where} nests deeper than {MAX_DEPTH} levels")
+            if depth > max_depth:
+                raise Problem(422, f"{where} nests deeper than {max_depth} levels")
             children = list(item.items()) if isinstance(item, dict) else list(enumerate(item))
             for key, child in children:
                 if isinstance(key, str):
@@ -84,8 +87,9 @@ def check_table(name: Any) -> str:
     return name
 
 
-def read_change(doc: dict[str, Any]) -> dict[str, Any]:
-    """The change to record: table, operation, new_row, old_row; 422 naming what is wrong."""
+def read_change(doc: dict[str, Any], limits: LimitSettings) -> dict[str, Any]:
+    """The change to record: table, operation, new_row, old_row; 422 naming what is wrong.
+    The limits are the orchestrator's ([limits]): what it would refuse is refused here."""
     unknown = set(doc) - {"table", "operation", "row", "old_row"}
     if unknown:
         raise Problem(422, f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
@@ -98,7 +102,7 @@ def read_change(doc: dict[str, Any]) -> dict[str, Any]:
         if value is not None and not isinstance(value, dict):
             raise Problem(422, f"{name} must be a JSON object")
         if value is not None:
-            _check_value(value, name)
+            _check_value(value, name, limits.max_change_depth)
     if operation != "DELETE" and row is None:
         raise Problem(422, f"{operation} needs row (the new row)")
     if operation != "INSERT" and old_row is None:
@@ -107,7 +111,9 @@ def read_change(doc: dict[str, Any]) -> dict[str, Any]:
         raise Problem(422, "INSERT takes no old_row")
     if operation == "DELETE" and row is not None:
         raise Problem(422, "DELETE takes no row (the old row is old_row)")
-    size = len(json.dumps(row)) + len(json.dumps(old_row))
-    if size > MAX_CHANGE_BYTES:
-        raise Problem(413, f"the rows are {size:,} bytes of JSON (limit {MAX_CHANGE_BYTES:,})")
+    size = sum(len(json.dumps(v, ensure_ascii=False).encode()) for v in (row, old_row) if v)
+    if size > limits.max_change_bytes:
+        raise Problem(
+            413, f"the rows are {size:,} bytes of JSON (limit {limits.max_change_bytes:,})"
+        )
     return {"table": table, "operation": operation, "new_row": row, "old_row": old_row}

@@ -10,6 +10,7 @@ breaker, a backlog or a late orchestrator is `warn` (200).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -96,12 +97,18 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return result, round((time.perf_counter() - started) * 1000, 3)
 
 
+@functools.cache
+def expected_migrations() -> list[str]:
+    """The migrations this code expects, read once (readiness must stay cheap)."""
+    return [name for name, _ in sql.migrations()]
+
+
 def database_checks(
     services: WebServices, *, figures: bool
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """PostgreSQL's checks (reachable, migrations) and, when asked and reachable, the
     ledger's figures."""
-    expected = [name for name, _ in sql.migrations()]
+    expected = expected_migrations()
 
     def read() -> tuple[list[str], dict[str, Any]]:
         with services.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn:

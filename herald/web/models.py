@@ -185,7 +185,8 @@ class DeleteChange(_Change):
 
 
 #: POST /api/changes' body (documentation: the body is read by herald/web/changes_in.py,
-#: which also refuses NUL characters, nesting deeper than 32 and more than 1 MB of rows).
+#: which also refuses NUL characters, and rows past [limits] max_change_depth (64 levels)
+#: and max_change_bytes (1 MB), as the orchestrator would).
 ChangeIn = Annotated[InsertChange | UpdateChange | DeleteChange, Field(discriminator="operation")]
 
 

@@ -46,6 +46,8 @@ def serve(services: WebServices, host: str, port: int, insecure_no_auth: bool = 
     if insecure_no_auth:
         logger.warning("herald serve: --insecure-no-auth: everyone on %s is an operator", host)
     app = create_app(services, insecure_no_auth=insecure_no_auth)
-    # access_log off: uvicorn's access lines would carry query strings; our own metrics
-    # count requests, and tokens travel in headers, which are never logged.
-    uvicorn.run(app, host=host, port=port, access_log=False, proxy_headers=False)
+    # access_log off: uvicorn's access lines would carry query strings (a recipient's
+    # address in a filter); the metrics count requests. Tokens travel in headers, never
+    # logged. Proxy headers are believed from loopback only (uvicorn's default): behind a
+    # local TLS proxy the session cookie is marked Secure.
+    uvicorn.run(app, host=host, port=port, access_log=False, proxy_headers=True)
