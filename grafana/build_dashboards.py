@@ -143,6 +143,72 @@ def timeseries(
     return panel
 
 
+def digest_row(lay: Layout) -> None:
+    """Digests: how late the most overdue one is, sent and skipped, items per digest, and
+    recipients a change did not go to (all counted by the ledger, read by the exporter)."""
+    lay.row("Digests and recipients")
+    lay.add(
+        stat(
+            "Most overdue digest",
+            "max(herald_digest_lateness_seconds)",
+            "How late the most overdue digest is: a due schedule not claimed yet, or a claimed "
+            "period not sent yet (herald_digest_lateness_seconds). Alert: over an hour.",
+            unit="s",
+            steps=((None, "green"), (600, "orange"), (3600, "red")),
+        ),
+        4,
+        6,
+    )
+    lay.add(
+        timeseries(
+            "Digests per hour",
+            [
+                ("sum(increase(herald_digests_sent_total[1h]))", "sent"),
+                (
+                    "sum by (reason) (increase(herald_digests_skipped_total[1h]))",
+                    "skipped: {{reason}}",
+                ),
+            ],  # fmt: skip
+            "Digests sent, and periods that sent nothing (empty: nothing new; muted).",
+        ),
+        7,
+        6,
+    )
+    lay.add(
+        timeseries(
+            "Items per digest",
+            [
+                (
+                    "histogram_quantile(0.5, sum by (le) (rate(herald_digest_items_bucket[6h])))",
+                    "p50",
+                ),
+                (
+                    "histogram_quantile(0.95, sum by (le) (rate(herald_digest_items_bucket[6h])))",
+                    "p95",
+                ),
+                (
+                    "sum(rate(herald_digest_items_sum[6h]))"
+                    " / sum(rate(herald_digest_items_count[6h]))",
+                    "mean",
+                ),
+            ],  # fmt: skip
+            "Notifications per digest sent (over 6 h), listed or counted in 'and N more'.",
+        ),
+        7,
+        6,
+    )
+    lay.add(
+        timeseries(
+            "Recipients skipped per hour",
+            [("sum by (reason) (increase(herald_recipients_skipped_total[1h]))", "{{reason}}")],
+            "Recipients a change did not go to: no or an invalid address in a "
+            "recipient_fields column, or muted. herald.recipient_skips says which and why.",
+        ),
+        6,
+        6,
+    )
+
+
 def overview() -> dict[str, Any]:
     lay = Layout()
 
@@ -417,6 +483,8 @@ def overview() -> dict[str, Any]:
     )
 
     # -- Dependencies ------------------------------------------------------------------
+    digest_row(lay)
+
     lay.row("Dependencies")
     lay.add(
         timeseries(

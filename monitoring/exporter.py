@@ -48,7 +48,7 @@ def read_snapshot(conn: psycopg.Connection[Any]) -> catalogue.ExporterSnapshot:
     snapshot = catalogue.ExporterSnapshot()
     actors = dict(catalogue.KNOWN_ACTORS)
     rows = conn.execute(metrics_queries["exporter_snapshot"]).fetchall()
-    breakers_table = False
+    breakers_table = digests_tables = False
     for row in rows:
         kind, value = row["kind"], float(row["value"] or 0)
         if kind == "jobs":
@@ -66,10 +66,18 @@ def read_snapshot(conn: psycopg.Connection[Any]) -> catalogue.ExporterSnapshot:
             snapshot.orchestrator_last_success = value
         elif kind == "breakers":
             breakers_table = bool(value)
+        elif kind == "digests":
+            digests_tables = bool(value)
     if breakers_table:
         for row in conn.execute(metrics_queries["circuit_breakers"]).fetchall():
             snapshot.breakers_open[row["breaker"]] = bool(row["open"])
     snapshot.changes_not_routed = {k: float(v) for k, v in read_not_routed(conn).items()}
+    if digests_tables:  # counters and the digest lateness (monitoring/digest_metrics.py)
+        for row in conn.execute(metrics_queries["digest_figures"]).fetchall():
+            if row["kind"] == "lateness":
+                snapshot.digest_lateness = float(row["value"] or 0)
+            else:
+                snapshot.ledger_counters[(row["metric"], row["label"])] = float(row["value"])
     snapshot.actors = actors
     return snapshot
 

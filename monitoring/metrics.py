@@ -41,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from herald.ledger import QUEUES, STATUSES
+from monitoring import digest_metrics
 
 # --------------------------------------------------------------------------------------
 # Label values that are known in advance (pre-initialised to zero)
@@ -239,7 +240,15 @@ EXPORTER_METRICS: tuple[str, ...] = (
     CHANGES_NOT_ROUTED,
     EXPORTER_UP,
     EXPORTER_SCRAPE_DURATION,
+    # Digests and recipients, counted by the ledger (monitoring/digest_metrics.py):
+    # herald_digests_sent_total, herald_digests_skipped_total{reason},
+    # herald_digest_items (histogram), herald_digest_lateness_seconds,
+    # herald_recipients_skipped_total{reason}.
+    *digest_metrics.METRICS,
 )
+HELP.update(digest_metrics.HELP)
+LABELS.update(digest_metrics.LABELS)
+TYPES.update(digest_metrics.TYPES)
 
 # --------------------------------------------------------------------------------------
 # API side: `herald serve` counts and times its own requests (served on its /metrics)
@@ -391,6 +400,10 @@ class ExporterSnapshot:
     breakers_open: dict[str, bool] = field(default_factory=dict)
     #: Keyed by ``(outcome, reason)``; every known pair is exported, 0 when absent.
     changes_not_routed: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: herald.counters' rows, (metric, label) -> value; and the most overdue digest's
+    #: lateness in seconds (monitoring/digest_metrics.py).
+    ledger_counters: dict[tuple[str, str], float] = field(default_factory=dict)
+    digest_lateness: float = 0.0
     up: bool = True
     scrape_duration: float = 0.0
     actors: Mapping[str, str] = field(default_factory=lambda: dict(KNOWN_ACTORS))
@@ -447,6 +460,7 @@ def exporter_families(snapshot: ExporterSnapshot) -> Iterator[Metric]:
         not_routed.add_metric(list(pair), float(snapshot.changes_not_routed.get(pair, 0)))
 
     yield from (pending, by_status, oldest, unclaimed, last_success, breakers, not_routed)
+    yield from digest_metrics.families(snapshot.ledger_counters, snapshot.digest_lateness)
     yield from (up, duration)
 
 

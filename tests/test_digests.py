@@ -281,3 +281,38 @@ def test_an_operation_filter_leaves_the_other_changes_out(digests, herald_db, po
     digests.drain()
     by_recipient = {r["recipient"]: r["items"] for r in runs(herald_db)}
     assert by_recipient == {"ops@example.com": 1, "lead@example.com": 4}
+
+
+def test_the_exporter_reads_digests_sent_skipped_items_and_lateness(digests, herald_db):
+    from prometheus_client import CollectorRegistry
+
+    from herald.db import connect
+    from monitoring import metrics
+    from monitoring.exporter import read_snapshot
+
+    add_classes(herald_db, 30)
+    digests.orchestrate()
+    now = datetime.now(UTC)
+    tick(digests, now)
+    due = store.due_after("daily 09:00", "Africa/Johannesburg", now)
+    # One schedule an hour and a half overdue, not claimed yet: the most overdue digest.
+    sql(herald_db, "UPDATE herald.digest_schedules SET next_due_at = now() - interval '90 min' "
+                   "WHERE recipient = 'lead@example.com'")  # fmt: skip
+    with connect(herald_db, autocommit=True) as conn:
+        late = read_snapshot(conn).digest_lateness
+    assert 5390 < late < 5500
+
+    tick(digests, due)
+    digests.drain()
+    tick(digests, due + timedelta(days=1))  # nothing new: empty
+    registry = CollectorRegistry()
+    with connect(herald_db, autocommit=True) as conn:
+        registry.register(metrics.SnapshotCollector(read_snapshot(conn)))
+    value = registry.get_sample_value
+    assert value("herald_digests_sent_total") == 2
+    assert value("herald_digests_skipped_total", {"reason": "empty"}) == 2
+    assert value("herald_digests_skipped_total", {"reason": "muted"}) == 0
+    assert value("herald_digest_items_count") == 2 and value("herald_digest_items_sum") == 60
+    assert value("herald_digest_items_bucket", {"le": "20"}) == 0
+    assert value("herald_digest_items_bucket", {"le": "50"}) == 2
+    assert value("herald_digest_lateness_seconds") < 60

@@ -9,6 +9,7 @@
 --   unclaimed   change-log rows the orchestrator has not claimed
 --   last_success unix time the orchestrator last finished a run successfully (0: never)
 --   breakers    1 when herald.circuit_breakers exists (then `circuit_breakers` is read)
+--   digests     1 when herald.counters exists (migration 0008; then `digest_figures` is read)
 -- The job counts use jobs_status_idx (status, actor); the open-jobs index serves `oldest`.
 WITH job_counts AS (
     SELECT actor, queue, status, count(*)::float8 AS n
@@ -33,7 +34,9 @@ SELECT 'last_success', NULL, NULL, NULL,
                    FROM herald.orchestrator_runs WHERE status = 'succeeded'), 0)::float8
 UNION ALL
 SELECT 'breakers', NULL, NULL, NULL,
-       (to_regclass('herald.circuit_breakers') IS NOT NULL)::int::float8;
+       (to_regclass('herald.circuit_breakers') IS NOT NULL)::int::float8
+UNION ALL
+SELECT 'digests', NULL, NULL, NULL, (to_regclass('herald.counters') IS NOT NULL)::int::float8;
 
 -- name: circuit_breakers
 -- Only run when the table exists (migration 0003 creates it; guarded so an exporter in
@@ -60,3 +63,19 @@ SELECT outcome,
   FROM herald.change_log
  WHERE outcome <> 'routed'
  GROUP BY 1, 2;
+
+-- name: digest_figures
+-- The ledger's counters (digests sent and skipped, items per digest, recipients skipped:
+-- monitoring/digest_metrics.py), and the most overdue digest's lateness in seconds: a due
+-- schedule not claimed yet (digest_schedules_due_idx), or a claimed period not sent yet
+-- (digest_runs_unsent_idx). Only read when herald.counters exists.
+SELECT 'counter' AS kind, metric, label, value FROM herald.counters
+UNION ALL
+SELECT 'lateness', NULL, NULL,
+       greatest(
+           coalesce((SELECT extract(epoch FROM clock_timestamp() - min(next_due_at))
+                       FROM herald.digest_schedules
+                      WHERE NOT paused AND next_due_at <= clock_timestamp()), 0),
+           coalesce((SELECT extract(epoch FROM clock_timestamp() - min(period_end))
+                       FROM herald.digest_runs WHERE status IN ('pending', 'sending')), 0)
+       )::float8;
