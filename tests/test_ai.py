@@ -400,3 +400,12 @@ def test_a_missing_key_is_a_permanent_configuration_error(
 
     with pytest.raises(PermanentError, match="not configured"):
         OpenAISummariser(model="m")
+
+
+def test_an_offline_summary_names_the_table_in_words_and_survives_the_sanitiser() -> None:
+    from herald.enrich.sanitise import restore_summary
+
+    change = {"table": "public.members", "operation": "INSERT", "new_row": {"id": 3}}
+    text = restore_summary(OfflineSummariser().summarise([change]).text, {})
+    assert text.startswith("A new row was added to members (id=3)")
+    assert "link removed" not in text

@@ -222,7 +222,10 @@ class OfflineSummariser:
 
 
 def _describe(change: Mapping[str, Any]) -> str:
-    table = _plain(change.get("table") or change.get("table_name") or "a table", 63)
+    # The table without its schema: "public.members" reads as words, not as a host name
+    # (the summary's sanitiser strips anything shaped like one).
+    qualified = str(change.get("table") or change.get("table_name") or "a table")
+    table = _plain(qualified.rpartition(".")[2] or qualified, 63)
     op = str(change.get("operation") or "").upper()
     old = _row(change.get("old_row"))
     new = _row(change.get("new_row"))
