@@ -82,7 +82,10 @@ def test_the_example_documents_nothing_herald_refuses() -> None:
 
 def test_the_example_loads() -> None:
     settings = settings_from_mapping(load_toml(EXAMPLE), {})
-    assert [r.name for r in settings.routes] == ["new-members", "class-changes"]
+    assert [r.name for r in settings.routes] == ["new-members", "class-changes", "member-updates"]
+    digest = settings.routes[-1]
+    assert (digest.mode, digest.digest, digest.digest_timezone) == (
+        "digest", "weekly mon 09:00", "Africa/Johannesburg")  # fmt: skip
 
 
 def switched_on(text: str, names: set[str]) -> str:
