@@ -67,6 +67,15 @@ TEMPLATE_VARIABLES = frozenset(
         "summary_note", "route", "changes", "count", "more_changes", "single", "one_row",
     }
 )  # fmt: skip
+#: What the digest triplet (`digest.subject.txt`, `.txt`, `.html`) is given
+#: (herald/digests/email.py documents each).
+DIGEST_VARIABLES = frozenset(
+    {
+        "subject", "heading", "frequency", "period", "schedule", "timezone", "route",
+        "overview", "overview_note", "items", "count", "more", "unsubscribe_url",
+    }
+)  # fmt: skip
+DIGEST_TEMPLATE = "digest"
 #: What a route's subject template is given (herald/email/subject.py).
 SUBJECT_VARIABLES = ("change", "row", "old", "new", "changed", "route", "label", "table", "count")
 #: Filters the subject sandbox adds to Jinja2's own: ``{{ change.changed_at | readable }}``.
@@ -193,11 +202,12 @@ def _load(env: Environment, filename: str, shown_as: Path | str) -> None:
         raise TemplateProblem(f"{shown_as}, line {exc.lineno}: {exc.message}") from None
     except UnicodeDecodeError:
         raise TemplateProblem(f"{shown_as}: not UTF-8 text") from None
-    unknown = _unknown_names(env, tree, TEMPLATE_VARIABLES)
+    known = DIGEST_VARIABLES if filename.startswith(DIGEST_TEMPLATE + ".") else TEMPLATE_VARIABLES
+    unknown = _unknown_names(env, tree, known)
     if unknown:
         raise TemplateProblem(
             f"{shown_as} uses unknown variable(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(TEMPLATE_VARIABLES))})"
+            f"(known: {', '.join(sorted(known))})"
         )
 
 
@@ -243,6 +253,11 @@ def check_route_templates(settings: Settings) -> None:
                     check_subject(route.subject)
                 except TemplateProblem as exc:
                     raise TemplateProblem(f"subject {exc}") from None
+            if route.template == DIGEST_TEMPLATE:
+                raise TemplateProblem(
+                    f"template {DIGEST_TEMPLATE!r} is the digest email's (digest routes use "
+                    "it); name another triplet"
+                )
             if route.template not in checked:
                 check_templates_statically([route.template], folder)
                 checked.add(route.template)
