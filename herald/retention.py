@@ -8,6 +8,9 @@ What goes, each kind in batches of `batch_size` rows, one short transaction per 
   canceled, superseded; failed too only with `include_failed`) before it, together with
   those jobs, their summary and their deliveries;
 - finished jobs that belong to no notification;
+- digest periods finished before the cutoff (sent, empty, muted; failed only with
+  `include_failed`), with their items and the digest notifications none still waits for;
+  and the reasons recipients were skipped (herald.recipient_skips);
 - change-log rows claimed before the cutoff whose outcome is set and that no remaining
   notification lists (so a kept failed job can still be retried and rendered);
 - the orchestrator's run log older than the cutoff.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +65,8 @@ class PurgeReport:
     deliveries: int = 0
     changes: int = 0
     orchestrator_runs: int = 0
+    digest_runs: int = 0
+    recipient_skips: int = 0
     batches: int = 0
     complete: bool = True
     cutoff: datetime | None = None
@@ -137,6 +143,8 @@ def _purge(
         if row["notifications"] < batch_size:
             break
 
+    _purge_digests(conn, params, report, out_of_time)
+
     while not out_of_time():
         with conn.transaction():
             n = conn.execute(queries["purge_orphan_jobs"], params).rowcount
@@ -164,3 +172,29 @@ def _purge(
         if n < batch_size:
             break
     return report
+
+
+def _purge_digests(
+    conn: DictConnection,
+    params: dict[str, Any],
+    report: PurgeReport,
+    out_of_time: Callable[[], bool],
+) -> None:
+    """Finished digest periods, their items and notifications; then recipient skips."""
+    limit = params["limit"]
+    while not out_of_time():
+        with conn.transaction():
+            row = conn.execute(queries["purge_digests"], params).fetchone()
+        assert row is not None  # its final SELECT has no FROM: one row
+        report.batches += 1
+        report.digest_runs += row["digest_runs"]
+        report.notifications += row["notifications"]
+        if row["digest_runs"] < limit:
+            break
+    while not out_of_time():
+        with conn.transaction():
+            n = conn.execute(queries["purge_recipient_skips"], params).rowcount
+        report.batches += 1
+        report.recipient_skips += n
+        if n < limit:
+            break

@@ -316,3 +316,34 @@ def test_the_exporter_reads_digests_sent_skipped_items_and_lateness(digests, her
     assert value("herald_digest_items_bucket", {"le": "20"}) == 0
     assert value("herald_digest_items_bucket", {"le": "50"}) == 2
     assert value("herald_digest_lateness_seconds") < 60
+
+
+def test_retention_removes_old_digest_periods_with_their_items_and_notifications(
+    digests, herald_db, pool
+):
+    from herald.recipients import mute
+    from herald.retention import purge
+
+    with pool.connection() as conn:
+        mute(conn, "lead@example.com", "class-digest")
+    add_classes(herald_db, 3)
+    digests.orchestrate()
+    now = datetime.now(UTC)
+    tick(digests, now)
+    tick(digests, store.due_after("daily 09:00", "Africa/Johannesburg", now))
+    digests.drain()
+    add_classes(herald_db, 1, start=4)  # waiting for the next period: kept
+    digests.orchestrate()
+    old = "now() - interval '40 days'"
+    sql(herald_db, f"UPDATE herald.digest_runs SET sent_at = {old}, created_at = {old}")
+    sql(herald_db, f"UPDATE herald.change_log SET claimed_at = {old} WHERE id <= 3")
+    sql(herald_db, f"UPDATE herald.jobs SET finished_at = {old}, created_at = {old}")
+    sql(herald_db, f"UPDATE herald.recipient_skips SET created_at = {old} WHERE change_id <= 3")
+
+    report = purge(pool, timedelta(days=30))
+
+    assert (report.digest_runs, report.notifications, report.recipient_skips) == (1, 3, 3)
+    assert report.changes == 3 and report.jobs == 1
+    left = sql(herald_db, "SELECT recipient, run_id FROM herald.digest_items")
+    assert left == [{"recipient": "ops@example.com", "run_id": None}]
+    assert len(sql(herald_db, "SELECT id FROM herald.notifications")) == 1

@@ -91,6 +91,8 @@ def test_an_old_finished_notification_goes_with_its_jobs_summary_delivery_and_ch
         "deliveries": 1,
         "changes": 1,
         "orchestrator_runs": 0,
+        "digest_runs": 0,
+        "recipient_skips": 0,
     }
     assert not exists(herald_db, "notifications", nid)
     assert not exists(herald_db, "change_log", change_id)

@@ -75,3 +75,43 @@ DELETE FROM herald.orchestrator_runs
                WHERE status <> 'running' AND started_at < %(cutoff)s
                ORDER BY id
                LIMIT %(limit)s);
+
+-- name: purge_digests
+-- Digest periods finished before the cutoff (sent, empty, muted; failed too only when
+-- %(statuses)s has it), with the items they collected and the digest notifications no
+-- other item still waits for (a digest route's notifications have no jobs). The NOT
+-- EXISTS reads the snapshot from before this statement, so the items deleted here are
+-- excluded by id.
+WITH doomed AS (
+    SELECT id FROM herald.digest_runs
+     WHERE coalesce(sent_at, created_at) < %(cutoff)s
+       AND status = ANY (ARRAY['sent', 'empty', 'muted']
+                         || CASE WHEN 'failed' = ANY (%(statuses)s::text[])
+                                 THEN ARRAY['failed'] ELSE ARRAY[]::text[] END)
+     ORDER BY id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), items_gone AS (
+    DELETE FROM herald.digest_items i USING doomed d WHERE i.run_id = d.id
+    RETURNING i.id, i.notification_id
+), runs_gone AS (
+    DELETE FROM herald.digest_runs r USING doomed d WHERE r.id = d.id RETURNING r.id
+), notifications_gone AS (
+    DELETE FROM herald.notifications n
+     WHERE n.id IN (SELECT notification_id FROM items_gone)
+       AND NOT EXISTS (SELECT 1 FROM herald.digest_items o
+                        WHERE o.notification_id = n.id
+                          AND o.id NOT IN (SELECT id FROM items_gone))
+       AND NOT EXISTS (SELECT 1 FROM herald.jobs j WHERE j.notification_id = n.id)
+    RETURNING n.id
+)
+SELECT (SELECT count(*) FROM runs_gone) AS digest_runs,
+       (SELECT count(*) FROM notifications_gone) AS notifications;
+
+-- name: purge_recipient_skips
+-- Why a recipient was left out, recorded before the cutoff.
+DELETE FROM herald.recipient_skips
+ WHERE id IN (SELECT id FROM herald.recipient_skips
+               WHERE created_at < %(cutoff)s
+               ORDER BY created_at
+               LIMIT %(limit)s);
