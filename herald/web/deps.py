@@ -57,13 +57,19 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-#: ISO 8601 as the filters take it: a date (years 1900 to 2999), or a date and time, with
-#: or without a zone (none: UTC). No nested repetition: linear on any input.
-ISO_TIME = (
-    r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+#: ISO 8601 as the filters take it: a real date (years 1900 to 2999; February 29 in leap
+#: years only), or a date and time, with or without a zone (none: UTC). Alternation only,
+#: no nested repetition: linear on any input, and every string it admits parses.
+_YEAR = "(?:19|2[0-9])[0-9]{2}"
+_LEAP_YEAR = "(?:(?:19|2[0-9])(?:0[48]|[2468][048]|[13579][26])|2000|2400|2800)"
+_DATE = (
+    f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    f"|{_LEAP_YEAR}-02-29)"
 )
+_TIME = r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_ZONE = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+ISO_TIME = f"^{_DATE}(?:{_TIME}{_ZONE}?)?$"
 
 
 def _time(value: str | None, name: str) -> datetime | None:
