@@ -245,6 +245,39 @@ class AISettings:
     pii_synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     timeout_seconds: float = 20.0
     max_retries: int = 0  # the client's own retries; Dramatiq's Retries owns retrying
+    #: The longest an email of an on_ai_failure = "send" route waits for its summary, from
+    #: the moment its notification is due, whatever the AI does (herald/enrich/deadline.py).
+    max_delay_seconds: float = 60.0
+
+    @property
+    def call_seconds(self) -> float:
+        """The longest one summary request may take: the client's timeout, per try."""
+        return self.timeout_seconds * (self.max_retries + 1)
+
+
+def _ai(raw: Mapping[str, Any]) -> AISettings:
+    ai = AISettings(
+        enabled=bool(raw.get("enabled", True)),
+        model=str(raw.get("model", AISettings.model)),
+        pii_fields=_column_names(raw.get("pii_fields", AISettings.pii_fields), "[ai] pii_fields"),
+        pii_synonyms=_pii_synonyms(raw.get("pii_synonyms", {}), "[ai] pii_synonyms"),
+        timeout_seconds=float(
+            _number(raw.get("timeout_seconds", AISettings.timeout_seconds),
+                    "[ai] timeout_seconds", strict=True)
+        ),
+        max_retries=int(_number(raw.get("max_retries", 0), "[ai] max_retries")),
+        max_delay_seconds=float(
+            _number(raw.get("max_delay_seconds", AISettings.max_delay_seconds),
+                    "[ai] max_delay_seconds", strict=True)
+        ),
+    )  # fmt: skip
+    if ai.call_seconds >= ai.max_delay_seconds:
+        raise ConfigError(
+            f"[ai] timeout_seconds x (max_retries + 1) = {ai.call_seconds:g}s must be under "
+            f"max_delay_seconds ({ai.max_delay_seconds:g}s): one request to the AI could "
+            "otherwise hold a send route's email past it"
+        )
+    return ai
 
 
 @dataclass(frozen=True)
@@ -352,8 +385,9 @@ class BreakerSettings:
 
     `failure_threshold` transient failures in a row open a breaker (0: no breakers); it
     stays open `reset_seconds`, then lets one probe through per period. With the ai
-    breaker open for `max_deferral_seconds`, enrich jobs of routes with
-    on_ai_failure = "send" stop waiting and their emails go out "summary unavailable".
+    breaker open, the emails of routes with on_ai_failure = "send" go out "summary
+    unavailable" at once; those of "hold" routes wait. `max_deferral_seconds` is no longer
+    read (accepted, so older files still load): `[ai] max_delay_seconds` bounds the wait.
     """
 
     failure_threshold: int = 5
@@ -643,16 +677,7 @@ def settings_from_mapping(
     mail_from = env.get("HERALD_MAIL_FROM") or mail.get("from") or DEFAULT_MAIL_FROM
     parse_address(mail_from, where="HERALD_MAIL_FROM / [mail] from")
 
-    ai = AISettings(
-        enabled=bool(ai_raw.get("enabled", True)),
-        model=str(ai_raw.get("model", AISettings.model)),
-        pii_fields=_column_names(
-            ai_raw.get("pii_fields", AISettings.pii_fields), "[ai] pii_fields"
-        ),
-        pii_synonyms=_pii_synonyms(ai_raw.get("pii_synonyms", {}), "[ai] pii_synonyms"),
-        timeout_seconds=float(ai_raw.get("timeout_seconds", AISettings.timeout_seconds)),
-        max_retries=int(ai_raw.get("max_retries", AISettings.max_retries)),
-    )
+    ai = _ai(ai_raw)
     try:
         orchestrator = OrchestratorSettings(
             batch_size=int(orch.get("batch_size", OrchestratorSettings.batch_size)),

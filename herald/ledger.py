@@ -227,7 +227,7 @@ def _context(rows: Sequence[DictRow]) -> JobContext:
         notification = {
             key: first[f"n_{key}"]
             for key in ("id", "route", "table_name", "row_pk", "change_ids", "recipients", "ai",
-                        "on_ai_failure", "priority", "created_at")
+                        "on_ai_failure", "priority", "created_at", "due_for_seconds")
         }  # fmt: skip
     summary = None
     if first["sm_status"] is not None:

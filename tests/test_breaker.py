@@ -212,11 +212,10 @@ def test_a_550_fails_the_job_with_its_reason_and_does_not_open_the_breaker(
     assert (row["state"], row["consecutive_failures"]) == ("closed", 0)
 
 
-def test_with_the_ai_circuit_open_past_max_deferral_send_routes_go_out_plain(
+def test_with_the_ai_circuit_open_a_send_routes_email_goes_out_plain_at_once(
     herald_db, stub_pipeline
 ):
-    configure(stub_pipeline, herald_db, breakers={"max_deferral_seconds": 60})
-    open_breaker(herald_db, "ai", probe_in=30, open_for=120)
+    open_breaker(herald_db, "ai", probe_in=30, open_for=0)  # it has only just opened
     sql(herald_db, "INSERT INTO members (first_name) VALUES ('Ann')")
     stub_pipeline.orchestrate()
     [sent] = stub_pipeline.mailer.sent
@@ -226,10 +225,11 @@ def test_with_the_ai_circuit_open_past_max_deferral_send_routes_go_out_plain(
     assert job["status"] == "complete" and "AI circuit open" in job["last_error"]
 
 
-def test_with_the_ai_circuit_just_opened_enrich_jobs_wait_without_spending_retries(
+def test_with_the_ai_circuit_open_a_hold_routes_enrich_job_waits_without_spending_retries(
     herald_db, stub_pipeline
 ):
-    configure(stub_pipeline, herald_db, breakers={"max_deferral_seconds": 60})
+    routes = [{**r, "on_ai_failure": "hold"} if r["ai"] else r for r in ROUTES["routes"]]
+    configure(stub_pipeline, herald_db, routes=routes)
     open_breaker(herald_db, "ai", probe_in=0.5, open_for=0)
     sql(herald_db, "INSERT INTO members (first_name) VALUES ('Ann')")
     stub_pipeline.orchestrate()  # deferred until the probe, which succeeds and closes it

@@ -2,14 +2,16 @@
 
 The summary and the email jobs are written in one transaction with this job's
 completion (the ledger is the outbox); the caller publishes after commit. When
-the AI fails for good the email still goes out, marked "summary unavailable",
-unless the route says `on_ai_failure = "hold"`: then the job keeps retrying.
+the AI fails the email still goes out, marked "summary unavailable", at the latest
+`[ai] max_delay_seconds` after its notification was due (herald/enrich/deadline.py),
+and at once while the ai circuit is open; unless the route says
+`on_ai_failure = "hold"`: then the job keeps retrying until the AI answers.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -18,13 +20,18 @@ from herald import db, ledger
 from herald.breaker import CircuitOpen, guarded
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
+from herald.enrich.deadline import SummaryDeadline
 from herald.enrich.pii import alias_pii
 from herald.enrich.prompts import MAX_PROMPT_CHARS
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext, JobRef, NewJob
+from herald.ratelimit import Postponed
 from herald.sql import queries
 
 logger = logging.getLogger(__name__)
+
+#: A deferral comes back up to this much later than asked (actors/deferral.py's jitter).
+DEFERRAL_SPREAD = 1.25
 
 
 class HeldForAI(TransientError):
@@ -40,6 +47,19 @@ class EnrichOutcome:
     completed: bool = False
 
 
+@dataclass(frozen=True)
+class Summarised:
+    """What this attempt has for the hand-off."""
+
+    status: str  # ok | offline | unavailable | skipped
+    summary: Summary | None = None
+    #: Alias -> real value, stored with a summary (none without one: nothing to put back).
+    aliases: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    #: The breaker whose success the hand-off records (a call admitted while closed).
+    breaker: str | None = None
+
+
 def enrich(
     ctx: JobContext,
     pool: ConnectionPool,
@@ -47,90 +67,120 @@ def enrich(
     summariser: Summariser,
     *,
     final_attempt: bool,
+    deadline: SummaryDeadline | None = None,
 ) -> EnrichOutcome:
-    """Summarise one notification and write its email jobs; returns them for publishing."""
-    job, notification = ctx.job, ctx.notification
-    changes, existing = ctx.changes, ctx.summary
+    """Summarise one notification and write its email jobs; returns them for publishing.
+
+    `deadline`: when a send route's email must go (the actor passes the one it schedules
+    retries by; None: read from the notification, none for a hold route).
+    """
+    notification = ctx.notification
     if notification is None:
-        raise PermanentError(f"notification {job['notification_id']} does not exist")
-
-    summary: Summary | None = None
-    aliases: dict[str, str] = {}
-    error: str | None = None
-    fold_breaker: str | None = None  # the breaker whose success enrich_handoff records
-    if existing and existing["status"] in ("ok", "offline"):
-        status = "skipped"  # a previous attempt summarised, then died before handing off
+        raise PermanentError(f"notification {ctx.job['notification_id']} does not exist")
+    if ctx.summary and ctx.summary["status"] in ("ok", "offline"):
+        result = Summarised("skipped")  # an earlier attempt summarised, then died
     else:
-        aliased = alias_pii(
-            [c.as_data() for c in changes],
-            settings.ai.pii_fields,
-            synonyms=settings.pii_synonyms_for(notification["route"]),
-            max_chars=MAX_PROMPT_CHARS,  # alias only what can reach the model
-        )
-        aliases = aliased.aliases
-        try:
-            # Rate limit and circuit breaker first: they may raise Postponed (deferred).
-            known = ctx.breakers.get("ai", "closed")
-            with guarded(pool, settings, "ai", known_state=known) as call:
-                with call.made():
-                    summary = summariser.summarise(aliased.data)
-                if call.breaker is not None and not call.probe:
-                    # A success admitted while closed ends a run of failures: recorded by
-                    # the hand-off statement below, one round trip fewer (as the email
-                    # step's delivery_sent_job_complete does). A probe's is written apart.
-                    call.success_recorded = True
-                    fold_breaker = call.breaker
-            status = "offline" if summary.offline else "ok"
-        except CircuitOpen as exc:
-            # The AI is down: the job is deferred (no retry spent). A "send" route stops
-            # waiting once the outage has lasted max_deferral_seconds, or at once when this
-            # job has already spent its retries on the AI, and goes out plain; a "hold"
-            # route keeps waiting.
-            waited_enough = exc.open_for >= settings.breakers.max_deferral_seconds
-            if notification["on_ai_failure"] == "hold" or not (waited_enough or final_attempt):
-                raise
-            status = "unavailable"
-            error = f"AI circuit open for {exc.open_for:.0f}s: {exc.last_error or 'failing'}"
-        except TransientError as exc:
-            if notification["on_ai_failure"] == "hold":
-                raise HeldForAI(f"AI unavailable, holding the email: {exc}") from exc
-            if not final_attempt:
-                raise
-            status, error = "unavailable", str(exc)
-        except PermanentError as exc:
-            if notification["on_ai_failure"] == "hold":
-                raise
-            status, error = "unavailable", str(exc)
-        if error:
+        deadline = deadline or SummaryDeadline.of(notification, settings)
+        result = summarise(ctx, pool, settings, summariser, final_attempt, deadline)
+        if result.error:
             logger.warning(
-                "Notification %d goes out without a summary: %s", notification["id"], error
+                "Notification %d goes out without a summary: %s", notification["id"], result.error
             )
+    return hand_off(ctx, pool, result)
 
+
+def summarise(
+    ctx: JobContext,
+    pool: ConnectionPool,
+    settings: Settings,
+    summariser: Summariser,
+    final_attempt: bool,
+    deadline: SummaryDeadline | None,
+) -> Summarised:
+    """Ask the model, or say why the email goes without a summary; raise to try again later
+    (a hold route, or a send route whose deadline leaves time for another attempt)."""
+    assert ctx.notification is not None
+    notification = ctx.notification
+    hold = deadline is None
+    if deadline is not None and not deadline.allows_call():
+        return Summarised("unavailable", error=deadline.describe())  # the model is not asked
+    aliased = alias_pii(
+        [c.as_data() for c in ctx.changes],
+        settings.ai.pii_fields,
+        synonyms=settings.pii_synonyms_for(notification["route"]),
+        max_chars=MAX_PROMPT_CHARS,  # alias only what can reach the model
+    )
+    try:
+        # Rate limit and circuit breaker first: they may raise Postponed (deferred).
+        with guarded(pool, settings, "ai", known_state=ctx.breakers.get("ai", "closed")) as call:
+            with call.made():
+                summary = summariser.summarise(aliased.data)
+            fold = None
+            if call.breaker is not None and not call.probe:
+                # A success admitted while closed ends a run of failures: recorded by the
+                # hand-off statement, one round trip fewer (as the email step does). A
+                # probe's is written apart.
+                call.success_recorded = True
+                fold = call.breaker
+        status = "offline" if summary.offline else "ok"
+        return Summarised(status, summary, aliased.aliases, breaker=fold)
+    except CircuitOpen as exc:
+        # The AI is down: a hold route's job is deferred (no retry spent) until the probe;
+        # a send route's email goes out now.
+        if hold:
+            raise
+        return Summarised(
+            "unavailable",
+            error=f"AI circuit open for {exc.open_for:.0f}s: {exc.last_error or 'failing'}",
+        )
+    except Postponed as exc:  # the rate limit: wait for a slot if the deadline allows
+        if deadline is None or exc.retry_in * DEFERRAL_SPREAD < deadline.slack():
+            raise
+        return Summarised("unavailable", error=f"{deadline.describe()}: {exc.reason}")
+    except TransientError as exc:
+        if deadline is None:
+            raise HeldForAI(f"AI unavailable, holding the email: {exc}") from exc
+        if final_attempt:
+            return Summarised("unavailable", error=str(exc))
+        if not deadline.allows_retry():
+            return Summarised("unavailable", error=f"{exc} ({deadline.describe()})")
+        raise  # the actor tries again in time for the deadline
+    except PermanentError as exc:
+        if hold:
+            raise
+        return Summarised("unavailable", error=str(exc))
+
+
+def hand_off(ctx: JobContext, pool: ConnectionPool, result: Summarised) -> EnrichOutcome:
+    """One statement: the summary saved, the email jobs written, this job complete."""
+    assert ctx.notification is not None
+    notification = ctx.notification
     new_jobs = [
-        NewJob("send_email", notification["id"], job["change_id"], recipient,
+        NewJob("send_email", notification["id"], ctx.job["change_id"], recipient,
                notification["priority"])
         for recipient in notification["recipients"]
     ]  # fmt: skip
-    with db.autocommit(pool) as conn:  # one statement: the summary, the email jobs, complete
+    summary, error = result.summary, result.error
+    with db.autocommit(pool) as conn:
         rows = conn.execute(
             queries["enrich_handoff"],
             {
                 "job_id": ctx.job_id,
-                "save": status != "skipped",
+                "save": result.status != "skipped",
                 "notification_id": notification["id"],
-                "status": status,
+                "status": result.status,
                 "summary": summary.text if summary else None,
                 "model": summary.model if summary else None,
-                "aliases": Jsonb(aliases),
+                "aliases": Jsonb(result.aliases),
                 "prompt_tokens": summary.prompt_tokens if summary else 0,
                 "completion_tokens": summary.completion_tokens if summary else 0,
                 "error": error,
                 "note": f"summary unavailable: {error}" if error else None,
-                "breaker": fold_breaker,
+                "breaker": result.breaker,
                 **ledger.job_params(new_jobs),
             },
         ).fetchall()
     if not rows or not rows[0]["completed"]:
         return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
     refs = ledger.job_refs([r for r in rows if r["id"] is not None])
-    return EnrichOutcome(status, refs, summary, completed=True)
+    return EnrichOutcome(result.status, refs, summary, completed=True)

@@ -151,6 +151,10 @@ SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
        n.change_ids AS n_change_ids, n.recipients AS n_recipients, n.ai AS n_ai,
        n.on_ai_failure AS n_on_ai_failure, n.priority AS n_priority,
        n.created_at AS n_created_at,
+       -- How long it has been due (debounced: since due_at), by the database's clock: the
+       -- enrich step's deadline for a send route's summary ([ai] max_delay_seconds).
+       extract(epoch FROM clock_timestamp() - greatest(n.created_at, n.due_at))::float8
+           AS n_due_for_seconds,
        sm.status AS sm_status, sm.summary AS sm_summary, sm.model AS sm_model,
        sm.aliases AS sm_aliases, sm.error AS sm_error,
        (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
