@@ -55,18 +55,16 @@ def url_secrets(url: str | None) -> list[str]:
     rest = rest if sep else url
     at = rest.rfind("@")
     if at > 0:
+        # A user name alone is no secret (and a short one would mask half a message).
         userinfo = rest[:at]
-        found.add(userinfo)
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
-            found.add(password)
+        password = userinfo.partition(":")[2]
+        if password:
+            found.update((userinfo, password))
         # The narrow reading too (the authority ends at the first "/"): its password.
         authority = rest.split("/", 1)[0]
-        if "@" in authority:
-            narrow = authority[: authority.rfind("@")]
-            found.add(narrow)
-            if ":" in narrow:
-                found.add(narrow.partition(":")[2])
+        narrow = authority[: authority.rfind("@")] if "@" in authority else ""
+        if narrow.partition(":")[2]:
+            found.update((narrow, narrow.partition(":")[2]))
     found.update(_keyword_passwords(url))
     if found:
         found.add(url)

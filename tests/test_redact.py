@@ -127,3 +127,10 @@ def test_a_smtp_url_without_a_scheme_is_refused_without_quoting_its_user_or_pass
         with pytest.raises(ValueError) as refused:
             parse(url)
         assert CANARY not in str(refused.value) and "herald" not in str(refused.value)
+
+
+def test_a_user_name_without_a_password_is_no_secret():
+    assert url_secrets("postgresql://u@db:5432/herald") == []
+    assert scrub("could not reach db: timeout", secrets_of("postgresql://u@db/herald")) == (
+        "could not reach db: timeout"
+    )
