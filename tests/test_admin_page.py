@@ -250,3 +250,16 @@ def test_no_script_or_style_from_anywhere_else(browser, server, seeded) -> None:
     assert "default-src 'self'" in page.request.get(server + "/jobs").headers[
         "content-security-policy"]  # fmt: skip
     time.sleep(0)  # keep the import used where the suite runs without refresh waits
+
+
+def test_without_a_script_the_empty_filter_fields_are_dropped(api: Api, seeded) -> None:
+    client = api.client
+    client.get("/signin")
+    response = client.post("/signin", data={"token": VIEWER_TOKEN,
+                                            "csrf": client.cookies["herald_signin"]},
+                           follow_redirects=False)  # fmt: skip
+    assert response.status_code == 303
+    response = client.get("/jobs?status=failed&actor=&change_id=&created_after=",
+                          follow_redirects=False)  # fmt: skip
+    assert response.status_code == 303 and response.headers["location"] == "/jobs?status=failed"
+    assert client.get(response.headers["location"]).status_code == 200
