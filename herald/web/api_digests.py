@@ -263,8 +263,6 @@ def patch_schedule(
     again, and resuming computes it from now."""
     settings = services(request).settings
     given = {k: getattr(body, k) for k in body.model_fields_set}
-    if given.get("paused", False) is None:
-        raise Problem(400, "paused must be true or false")
     with database(request) as conn, conn.transaction():
         try:
             current = store.get_schedule(conn, schedule_id)

@@ -118,4 +118,4 @@ class DigestSchedulePatch(BaseModel):
     timezone: Short | None = None
     operations: list[Operation] | None = Field(None, max_length=3)
     tables: list[Short] | None = Field(None, max_length=50)
-    paused: bool | None = None
+    paused: bool = Field(None, description="true or false; left out: kept")  # type: ignore[assignment]
