@@ -12,10 +12,22 @@ import dramatiq
 
 from herald.bootstrap import bootstrap
 from herald.config import load_settings
+from herald.redact import scrub_logging, secrets_of
 
 
 def setup() -> dramatiq.Broker:
     """Build Herald for this worker process; Dramatiq then runs its broker."""
-    app = bootstrap(load_settings())
+    settings = load_settings()
+    # A safety net: every line this process logs has the configured credentials masked.
+    scrub_logging(
+        secrets_of(
+            settings.database_url,
+            settings.broker_url,
+            settings.smtp_url,
+            settings.openai_base_url,
+            keys=[settings.openai_api_key],
+        )
+    )
+    app = bootstrap(settings)
     dramatiq.set_broker(app.broker)
     return app.broker

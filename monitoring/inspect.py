@@ -150,17 +150,12 @@ def _duplicate_reason(job_id: int, open_id: int, open_status: str) -> str:
     return f"job {job_id}: job {open_id} for the same work is already {open_status}"
 
 
-def _reopen_and_publish(
-    conn: psycopg.Connection[Any], ids: Sequence[int], publish: Publish
-) -> tuple[list[int], int]:
-    """Inside the caller's transaction, with the rows locked: back to pending, then publish.
-
-    Publishing while the rows are still locked keeps the orchestrator's republisher (which
-    skips locked rows) from sending a second message, and a worker that gets the message
-    first simply waits for the commit before it marks the job running.
-    """
+def _reopen(conn: psycopg.Connection[Any], ids: Sequence[int]) -> list[JobRef]:
+    """Inside the caller's transaction, with the rows locked: back to pending. The caller
+    publishes the refs after commit (the ledger is the outbox): a message published
+    before it could reach a worker that still reads the job as failed and skips it."""
     rows = conn.execute(queries["reopen_jobs"], {"ids": list(ids)}).fetchall()
-    refs = sorted(
+    return sorted(
         (
             JobRef(
                 id=r["id"],
@@ -173,7 +168,6 @@ def _reopen_and_publish(
         ),
         key=lambda ref: ref.id,
     )
-    return [ref.id for ref in refs], publish_and_mark(conn, refs, publish)
 
 
 def retry_jobs(
@@ -216,7 +210,9 @@ def retry_jobs(
             dup = conn.execute(queries["open_duplicates"], {"ids": ids}).fetchone()
             if dup is not None:
                 raise Refused(_duplicate_reason(dup["job_id"], dup["open_id"], dup["open_status"]))
-            result.retried, result.published = _reopen_and_publish(conn, ids, publish)
+            refs = _reopen(conn, ids)
+        result.retried = [ref.id for ref in refs]
+        result.published = publish_and_mark(conn, refs, publish)
         result.publish_incomplete = result.published < len(result.retried)
         return result
 
@@ -282,7 +278,9 @@ def retry_batches(
                     )
                 newest[key] = r["id"]
             todo = [r["id"] for r in batch if r["id"] not in skipped]
-            retried, published = _reopen_and_publish(conn, todo, publish) if todo else ([], 0)
+            refs = _reopen(conn, todo) if todo else []
+        retried = [ref.id for ref in refs]
+        published = publish_and_mark(conn, refs, publish)
         result.retried += retried
         result.published += published
         result.skipped += sorted(skipped.items())
