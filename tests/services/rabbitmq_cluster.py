@@ -39,6 +39,8 @@ class ClusterNode(LocalRabbitMQ):
 
     def __init__(self, base_dir: Path, cookie: str, epmd_port: int, index: int) -> None:
         self._cookie, self._shared_epmd, self.index = cookie, epmd_port, index
+        self.frozen = False
+        self.drained = False
         super().__init__(base_dir)
 
     def _environment(self) -> dict[str, str]:
@@ -66,10 +68,23 @@ class ClusterNode(LocalRabbitMQ):
         self.process.wait(timeout=30)
 
     def freeze(self) -> None:
+        self.frozen = True
         self.signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
         self.signal(signal.SIGCONT)
+        self.frozen = False
+
+    def upgrade(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`rabbitmq-upgrade -n NODE *args` (`drain`: move leaders away before a stop;
+        `revive`: back from maintenance mode, which survives a restart)."""
+        if args[:1] in (("drain",), ("revive",)):
+            self.drained = args[0] == "drain"
+        return subprocess.run(
+            [_script("rabbitmq-upgrade"), "-n", self.node, *args],
+            env=self.env, cwd=self.base_dir, capture_output=True, text=True, timeout=120,
+            check=True,
+        )  # fmt: skip
 
     def restart(self) -> None:
         """Boot the node again after a kill; it rejoins the cluster from its data."""
@@ -77,7 +92,9 @@ class ClusterNode(LocalRabbitMQ):
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None and port_open(self.port)
+        """Running and listening (a frozen node's port still accepts: not alive)."""
+        running = self.process is not None and self.process.poll() is None
+        return running and not self.frozen and port_open(self.port)
 
     def close(self) -> None:
         with contextlib.suppress(ProcessLookupError, AssertionError):
@@ -173,6 +190,8 @@ class RabbitMQCluster(RabbitMQService):
                 node.ctl("start_app", check=False)
                 node.ctl("await_startup", "--timeout", "60")
         for node in self.nodes:
+            if node.drained:
+                node.upgrade("revive")
             wait_until(lambda n=node: port_open(n.port), timeout=30)
 
     def close(self) -> None:
