@@ -214,6 +214,8 @@ def run_herald(args, config_text, tmp_path, **env):
         env={
             **os.environ,
             "HERALD_CONFIG": str(config),
+            # Configuration is refused before anything connects: these are never dialled.
+            "HERALD_DATABASE_URL": "postgresql://herald@127.0.0.1:9/herald",
             "HERALD_BROKER_URL": "stub://",
             "HERALD_METRICS_PORT": "0",
             **env,
