@@ -35,11 +35,10 @@ from dramatiq.middleware import Middleware
 from actors.priority_consumer import PriorityConsumer
 from herald.config import ConfigError
 from herald.ledger import PRIORITIES
+from herald.rabbitmq_version import server_version, too_old_for_quorum
 
 #: Each priority's queue name suffix, most urgent first ("normal" is the queue itself).
 LEVELS = (("urgent", ".urgent"), ("normal", ""), ("low", ".low"))
-#: The oldest RabbitMQ with everything used here (at-least-once dead lettering, TTLs).
-MIN_VERSION = (3, 10)
 
 
 class QuorumUnsupported(ConfigError):
@@ -59,23 +58,9 @@ def priority_queue(queue: str, priority: int | None) -> str:
     return queue + dict(LEVELS)[level_of(priority)]
 
 
-def server_version(connection: Any) -> tuple[int, ...] | None:
-    """The RabbitMQ version a pika connection announced (None: not a RabbitMQ)."""
-    impl = getattr(connection, "_impl", connection)  # BlockingConnection or its impl
-    props = getattr(impl, "server_properties", None) or {}
-    if props.get("product") not in ("RabbitMQ", b"RabbitMQ"):
-        return None
-    raw = props.get("version", b"")
-    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-    numbers = []
-    for part in text.split(".")[:3]:
-        digits = "".join(c for c in part[:8] if c.isdigit())
-        numbers.append(int(digits) if digits else 0)
-    return tuple(numbers)
-
-
 def refuse_old(version: tuple[int, ...] | None, where: str = "RabbitMQ") -> None:
-    if version is not None and version[:2] < MIN_VERSION:
+    if too_old_for_quorum(version):
+        assert version is not None
         found = ".".join(map(str, version))
         raise QuorumUnsupported(
             f'[broker] queue_type = "quorum" needs RabbitMQ 3.10 or later; {where} is {found} '

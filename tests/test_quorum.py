@@ -263,3 +263,18 @@ def test_readiness_reports_each_node_and_one_down_is_a_warning(herald_db, pool, 
     assert "unreachable" in nodes[1]["output"]
     assert health.json()["checks"]["rabbitmq:node"][1]["status"] == "warn"
     assert "secret-password" not in ready.text + health.text
+
+
+@pytest.mark.integration
+def test_herald_check_names_each_node_too_old_for_quorum_queues(rabbitmq_url, monkeypatch):
+    from herald.check import services
+
+    settings = settings_from_mapping(
+        {"broker": {"queue_type": "quorum"}}, {"HERALD_BROKER_URL": rabbitmq_url}
+    )
+    fine = services.check_rabbitmq(settings)
+    assert fine.status == "ok" and "(quorum queues)" in fine.detail
+    monkeypatch.setattr(services, "server_version", lambda _connection: (3, 9, 29))
+    old = services.check_rabbitmq(settings)
+    assert old.status == "fail" and "3.10 or later" in old.detail and "3.9.29" in old.detail
+    assert urlsplit(rabbitmq_url).hostname in old.detail and "guest:" not in old.detail

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from herald.check.results import TIMEOUT, CheckResult, fail, first_line, ok, skip, warn
 from herald.config import Settings
+from herald.rabbitmq_version import server_version, too_old_for_quorum
 from herald.redact import scheme_of
 
 
@@ -74,13 +75,15 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 def check_rabbitmq(settings: Settings) -> CheckResult:
-    """Each node of HERALD_BROKER_URL accepts a connection (opened, then closed)."""
+    """Each node of HERALD_BROKER_URL accepts a connection (opened, then closed); in
+    quorum mode, each runs RabbitMQ 3.10 or later (herald/rabbitmq_version.py)."""
     url = settings.broker_url
     if url.startswith("stub:"):
         return skip("rabbitmq", "stub:// broker (in-process, tests and the demo)")
     import pika
 
-    answered, refused = [], []
+    answered, refused, too_old = [], [], []
+    quorum = settings.broker.queue_type == "quorum"
     for node in broker_nodes(url):
         address = node_address(node)
         try:
@@ -95,13 +98,22 @@ def check_rabbitmq(settings: Settings) -> CheckResult:
         except Exception as exc:  # noqa: BLE001 - pika raises many kinds; each is one line
             refused.append(f"{address}: {_amqp_reason(exc)}")
             continue
+        version = server_version(connection)
         connection.close()
+        if quorum and too_old_for_quorum(version):
+            too_old.append(f"{address}: RabbitMQ {'.'.join(map(str, version or ()))}")
+            continue
         answered.append(address)
+    if too_old:
+        return fail(
+            "rabbitmq",
+            f'[broker] queue_type = "quorum" needs RabbitMQ 3.10 or later: {"; ".join(too_old)}',
+        )
     if not answered:
         return fail("rabbitmq", f"cannot connect: {'; '.join(refused)}")
     if refused:
         return warn("rabbitmq", f"{', '.join(answered)} connected; {'; '.join(refused)}")
-    return ok("rabbitmq", f"{', '.join(answered)}: connected")
+    return ok("rabbitmq", f"{', '.join(answered)}: connected{' (quorum queues)' if quorum else ''}")
 
 
 def check_smtp(settings: Settings) -> CheckResult:
