@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from herald.cli.recipients import add_recipient_commands  # recipients, digests
 
     add_recipient_commands(sub)
+    from herald.cli.serve import add_serve_command
+
+    add_serve_command(sub)
     return parser
 
 
