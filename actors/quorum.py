@@ -23,6 +23,7 @@ of the same name left from classic mode).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ from actors.priority_consumer import PriorityConsumer
 from herald.config import ConfigError
 from herald.ledger import PRIORITIES
 from herald.rabbitmq_version import server_version, too_old_for_quorum
+
+logger = logging.getLogger(__name__)
 
 #: Each priority's queue name suffix, most urgent first ("normal" is the queue itself).
 LEVELS = (("urgent", ".urgent"), ("normal", ""), ("low", ".low"))
@@ -69,11 +72,17 @@ def refuse_old(version: tuple[int, ...] | None, where: str = "RabbitMQ") -> None
 
 
 class QuorumCheck(Middleware):
-    """Refuses to boot a worker whose RabbitMQ cannot run quorum queues."""
+    """Refuses to boot a worker whose RabbitMQ cannot run quorum queues. A RabbitMQ not
+    reachable yet is no refusal: the worker waits for it as in classic mode, and the
+    check runs on the first declaration."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if isinstance(broker, QuorumRabbitmqBroker):
+        if not isinstance(broker, QuorumRabbitmqBroker):
+            return
+        try:
             broker.verify()
+        except (pika.exceptions.AMQPConnectionError, OSError) as exc:
+            logger.warning("RabbitMQ unreachable at boot (%s); checked on connecting", exc)
 
 
 class QuorumRabbitmqBroker(RabbitmqBroker):

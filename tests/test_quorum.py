@@ -278,3 +278,21 @@ def test_herald_check_names_each_node_too_old_for_quorum_queues(rabbitmq_url, mo
     old = services.check_rabbitmq(settings)
     assert old.status == "fail" and "3.10 or later" in old.detail and "3.9.29" in old.detail
     assert urlsplit(rabbitmq_url).hostname in old.detail and "guest:" not in old.detail
+
+
+def test_a_worker_boots_while_rabbitmq_is_unreachable_and_checks_it_later():
+    from actors.quorum import QuorumCheck
+    from tests.services import free_port
+
+    broker = quorum_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
+    QuorumCheck().before_worker_boot(broker, worker=None)  # no refusal: not reachable yet
+    assert broker._verified is False
+
+
+def test_a_worker_whose_rabbitmq_cannot_run_quorum_queues_refuses_to_boot(monkeypatch):
+    from actors.quorum import QuorumCheck
+
+    broker = quorum_broker()
+    monkeypatch.setattr(type(broker), "connection", _Announced(b"3.9.29"))
+    with pytest.raises(QuorumUnsupported, match="3.9.29"):
+        QuorumCheck().before_worker_boot(broker, worker=None)
