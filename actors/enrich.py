@@ -34,6 +34,14 @@ class RetryBeforeDeadline(dramatiq.errors.Retry):
     deferral."""
 
 
+def retry_delay_ms(deadline: SummaryDeadline | None, backoff_ms: int) -> int:
+    """When a failed attempt is tried again: after its backoff, but in time for its email's
+    deadline (a hold route has none)."""
+    if deadline is None:
+        return backoff_ms
+    return max(deadline.retry_in_ms(backoff_ms), MIN_RETRY_DELAY_MS)
+
+
 def declare(broker: dramatiq.Broker, services: Services, publish: Publisher) -> dramatiq.Actor:
     """Declare `enrich` on `broker`."""
     options = options_for(services.settings, "enrich")
@@ -69,7 +77,7 @@ def declare(broker: dramatiq.Broker, services: Services, publish: Publisher) -> 
                 factor=enrich_actor.options["min_backoff"],
                 max_backoff=enrich_actor.options["max_backoff"],
             )[1]
-            delay = max(deadline.retry_in_ms(backoff), MIN_RETRY_DELAY_MS)
+            delay = retry_delay_ms(deadline, backoff)
             reason = (
                 f"{describe(exc)}; next try in {delay / 1000:.1f}s (the email goes without "
                 f"a summary in at most {max(deadline.left(), 0):.0f}s)"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -201,19 +201,28 @@ class Publisher:
     """Publishes ledger jobs on one broker: `publisher(refs)` returns the ids published.
 
     Stops at the first failure. Email jobs go out in `send_emails` batches of
-    `batch_size` (one per priority) unless called with `batch=False`. Jobs not published
-    stay unpublished in the ledger and are published again by a later orchestrator or
-    sweeper run (the ledger is the outbox).
+    `batch_size` (one per priority), enrich jobs in `enrich_batch` batches (`batch_sizes`
+    sets a size per actor: `{"enrich": 20}`), unless called with `batch=False`. Jobs not
+    published stay unpublished in the ledger and are published again by a later
+    orchestrator or sweeper run (the ledger is the outbox).
     """
 
-    def __init__(self, broker: dramatiq.Broker, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        *,
+        batch_size: int,
+        batch_sizes: Mapping[str, int] | None = None,
+    ) -> None:
         self.broker = broker
         self.batch_size = batch_size
-        confirming = isinstance(broker, RabbitmqBroker) and broker.confirm_delivery
-        self._confirming = ConfirmingPublisher(broker) if confirming else None
+        self.batch_sizes = {actor: batch_size for actor in BATCH_ACTORS} | dict(batch_sizes or {})
+        self._confirming: ConfirmingPublisher | None = None
+        if isinstance(broker, RabbitmqBroker) and broker.confirm_delivery:
+            self._confirming = ConfirmingPublisher(broker)
 
     def __call__(self, refs: Sequence[JobRef], *, batch: bool = True) -> list[int]:
-        units = messages_for(refs, self.batch_size if batch else 1)
+        units = messages_for(refs, self.batch_sizes if batch else 1)
         if self._confirming is not None and len(units) > 1:
             sent = set(self._confirming.publish([message for message, _ in units]))
             return [i for message, ids in units if message.message_id in sent for i in ids]
@@ -234,20 +243,22 @@ class Publisher:
 
 
 def messages_for(
-    refs: Sequence[JobRef], batch_size: int
+    refs: Sequence[JobRef], batch_size: int | Mapping[str, int]
 ) -> list[tuple[dramatiq.Message, list[int]]]:
-    """One message per job, except email jobs: up to `batch_size` of one priority share a
-    `send_emails` message (a lone one keeps its own `send_email` message). In job order."""
+    """One message per job, except email and enrich jobs: up to `batch_size` (one size, or
+    one per actor) of one actor and priority share a `send_emails` or `enrich_batch`
+    message (a lone one keeps its own message). In job order."""
     units: list[tuple[dramatiq.Message, list[int]]] = []
     batches: dict[tuple[str, int], list[JobRef]] = {}
     for ref in refs:
         batch_actor = BATCH_ACTORS.get(ref.actor)
-        if batch_actor is None or batch_size < 2:
+        size = batch_size.get(ref.actor, 1) if isinstance(batch_size, Mapping) else batch_size
+        if batch_actor is None or size < 2:
             units.append((message_for(ref), [ref.id]))
             continue
         pending = batches.setdefault((ref.actor, ref.priority), [])
         pending.append(ref)
-        if len(pending) == batch_size:
+        if len(pending) == size:
             units.append(_batch_unit(pending))
             pending.clear()
     for pending in batches.values():

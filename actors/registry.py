@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dramatiq
 
-from actors import digest, email, enrich, orchestrate, purge, sweep
+from actors import digest, email, enrich, enrich_batch, orchestrate, purge, sweep
 from actors.publish import Publisher
 from actors.waker import WakerMiddleware
 from herald.services import Services
@@ -18,6 +18,7 @@ class Actors:
 
     orchestrate: dramatiq.Actor
     enrich: dramatiq.Actor
+    enrich_batch: dramatiq.Actor
     send_email: dramatiq.Actor
     send_emails: dramatiq.Actor
     sweep: dramatiq.Actor
@@ -30,9 +31,11 @@ def declare_actors(broker: dramatiq.Broker, services: Services, publish: Publish
     """Declare the actors on `broker`; the waker middleware too, unless it is turned off."""
     send_email, send_emails = email.declare(broker, services, publish)
     digest_tick, send_digest = digest.declare(broker, services, publish)
+    enrich_one = enrich.declare(broker, services, publish)
     actors = Actors(
         orchestrate=orchestrate.declare(broker, services, publish),
-        enrich=enrich.declare(broker, services, publish),
+        enrich=enrich_one,
+        enrich_batch=enrich_batch.declare(broker, services, publish, enrich_one),
         send_email=send_email,
         send_emails=send_emails,
         sweep=sweep.declare(broker, services, publish),

@@ -90,6 +90,8 @@ def bootstrap(
     if broker is None:
         broker = build_broker(settings, pool)
     services = Services(settings, pool, mailer, summariser)
-    publisher = Publisher(broker, batch_size=settings.mail_batch_size)
+    publisher = Publisher(
+        broker, batch_size=settings.mail_batch_size, batch_sizes={"enrich": settings.ai.batch_size}
+    )
     actors = declare_actors(broker, services, publisher)
     return App(settings, pool, mailer, summariser, broker, actors, publisher)

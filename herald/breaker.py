@@ -25,9 +25,10 @@ of failures (the email step folds that into its delivery's commit), and around p
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,16 @@ logger = logging.getLogger(__name__)
 #: The breakers Herald keeps (monitoring.metrics.BREAKERS names the same two).
 BREAKERS = ("smtp", "ai")
 
-__all__ = ["BREAKERS", "Call", "CircuitBreaker", "CircuitOpen", "Postponed", "Throttled", "guarded"]
+__all__ = [
+    "BREAKERS",
+    "Call",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "Postponed",
+    "Throttled",
+    "guarded",
+    "guarded_async",
+]
 
 
 class CircuitOpen(Postponed):
@@ -211,6 +221,37 @@ def guarded(
     finally:
         if breaker is not None:
             _record(pool, breaker, call)
+
+
+@asynccontextmanager
+async def guarded_async(
+    pool: ConnectionPool, settings: Settings, dependency: str, *, known_state: str | None = None
+) -> AsyncIterator[Call]:
+    """`guarded` for a call made on an asyncio event loop: the same rate limit, breaker and
+    record, their statements run on the loop's worker threads and the rate limit's wait
+    slept on the loop, so that many calls wait together (herald/enrich/batch.py)."""
+    limiter: RateLimiter | None = limiter_for(settings, dependency)
+    if limiter is not None:
+        wait = await asyncio.to_thread(limiter.reserve, pool)
+        if wait > 0:
+            await asyncio.sleep(wait)
+    breaker = breaker_for(settings, dependency, known_state=known_state)
+    probe = False
+    if breaker is not None and known_state != "closed":  # closed: admitted, no round trip
+        probe = await asyncio.to_thread(breaker.admit, pool)
+    call = Call(probe=probe, breaker=breaker.name if breaker else None)
+    try:
+        yield call
+    finally:
+        if breaker is not None and _writes(call):
+            await asyncio.to_thread(_record, pool, breaker, call)
+
+
+def _writes(call: Call) -> bool:
+    """Whether `_record` has anything to write for `call` (most successes: nothing)."""
+    if call.probe or call.outcome == "failure":
+        return True
+    return call.outcome == "success" and not call.success_recorded
 
 
 def _record(pool: ConnectionPool, breaker: CircuitBreaker, call: Call) -> None:

@@ -46,6 +46,12 @@ DEFAULT_MAIL_FROM = "Herald <herald@localhost>"
 #: serve them all (actors/email.py). Small, so a batch stays short next to its time limit.
 DEFAULT_MAIL_BATCH_SIZE = 20
 MAX_MAIL_BATCH_SIZE = 200
+#: Enrich jobs per `enrich_batch` message, and AI calls in flight per worker process
+#: (herald/enrich/batch.py): a worker thread waits for its batch, not for each call.
+DEFAULT_AI_BATCH_SIZE = 20
+MAX_AI_BATCH_SIZE = 200
+DEFAULT_AI_MAX_CONCURRENCY = 64
+MAX_AI_MAX_CONCURRENCY = 1000
 #: Highest `[limits] max_change_depth`: Python's JSON decoder raises RecursionError near 1,000.
 MAX_CHANGE_DEPTH_CEILING = 500
 
@@ -248,6 +254,11 @@ class AISettings:
     #: The longest an email of an on_ai_failure = "send" route waits for its summary, from
     #: the moment its notification is due, whatever the AI does (herald/enrich/deadline.py).
     max_delay_seconds: float = 60.0
+    #: Enrich jobs per `enrich_batch` message, their AI calls made together (1: one
+    #: message per job; herald/enrich/batch.py).
+    batch_size: int = DEFAULT_AI_BATCH_SIZE
+    #: AI calls in flight at once in one worker process, whatever its threads.
+    max_concurrency: int = DEFAULT_AI_MAX_CONCURRENCY
 
     @property
     def call_seconds(self) -> float:
@@ -270,6 +281,10 @@ def _ai(raw: Mapping[str, Any]) -> AISettings:
             _number(raw.get("max_delay_seconds", AISettings.max_delay_seconds),
                     "[ai] max_delay_seconds", strict=True)
         ),
+        batch_size=_count(raw.get("batch_size", DEFAULT_AI_BATCH_SIZE), "[ai] batch_size",
+                          MAX_AI_BATCH_SIZE),
+        max_concurrency=_count(raw.get("max_concurrency", DEFAULT_AI_MAX_CONCURRENCY),
+                               "[ai] max_concurrency", MAX_AI_MAX_CONCURRENCY),
     )  # fmt: skip
     if ai.call_seconds >= ai.max_delay_seconds:
         raise ConfigError(
@@ -278,6 +293,13 @@ def _ai(raw: Mapping[str, Any]) -> AISettings:
             "otherwise hold a send route's email past it"
         )
     return ai
+
+
+def _count(value: Any, where: str, highest: int) -> int:
+    """A whole number from 1 to `highest`."""
+    if type(value) is not int or not 1 <= value <= highest:
+        raise ConfigError(f"{where} must be an integer from 1 to {highest}, not {value!r:.40}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ QUEUES = {
 #: Actor name -> queue name, for the actors that have ledger rows.
 ACTOR_QUEUES = {actor: QUEUES[actor] for actor in ("enrich", "send_email", "send_digest")}
 
-#: Actor name -> the actor that runs a batch of its jobs in one message (actors/email.py).
-BATCH_ACTORS = {"send_email": "send_emails"}
+#: Actor name -> the actor that runs a batch of its jobs in one message (actors/email.py,
+#: actors/enrich_batch.py).
+BATCH_ACTORS = {"send_email": "send_emails", "enrich": "enrich_batch"}
 
 #: Route priority -> RabbitMQ message priority (queues are declared with x-max-priority 10).
 PRIORITIES = {"urgent": 9, "normal": 5, "low": 1}

@@ -80,6 +80,14 @@ class RateLimiter:
         Raises `Throttled` (having taken nothing) when the next slot is `max_wait` or
         more away.
         """
+        wait = self.reserve(pool)
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def reserve(self, pool: ConnectionPool) -> float:
+        """Take a slot without waiting for it: the seconds until it starts (an asyncio
+        caller sleeps them on its event loop). Raises `Throttled` as `acquire` does."""
         params = {"key": self.key, "interval": self.interval, "max_wait": self.max_wait}
         with db.connection(pool) as conn:
             row = conn.execute(queries["rate_limit_take"], params).fetchone()
@@ -87,10 +95,7 @@ class RateLimiter:
                 backlog = conn.execute(queries["rate_limit_backlog"], params).fetchone()
         if row is None:
             raise Throttled(self.key, backlog["seconds"] if backlog else self.interval)
-        wait = row["wait_seconds"]
-        if wait > 0:
-            self.sleep(wait)
-        return wait
+        return float(row["wait_seconds"])
 
 
 def limiter_for(settings: Settings, dependency: str) -> RateLimiter | None:

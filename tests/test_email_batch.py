@@ -55,7 +55,7 @@ def test_email_jobs_of_one_priority_share_a_message_up_to_the_batch_size():
 
     refs = [ref(i) for i in range(1, 46)] + [ref(100 + i, priority=9) for i in range(3)]
     refs.insert(5, ref(500, actor="enrich"))
-    units = messages_for(refs, 20)
+    units = messages_for(refs, {"send_email": 20})  # enrich jobs alone (test_enrich_batch.py)
     shapes = [(m.actor_name, m.options["broker_priority"], len(ids)) for m, ids in units]
     assert shapes == [
         ("enrich", 5, 1),

@@ -113,21 +113,27 @@ class OpenAISummariser:
             # params, about a quarter of the client's CPU per call (benchmarks/README.md);
             # this body is plain JSON already. Timeouts, retries and errors are the same.
             response = self._client.post(
-                "/chat/completions",
-                body={
-                    "model": self.model,
-                    "messages": [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": changes_message(changes)},
-                    ],
-                    "temperature": 0,
-                    # max_tokens, not max_completion_tokens: every compatible server knows it.
-                    "max_tokens": self.max_output_tokens,
-                },
-                cast_to=ChatCompletion,
+                "/chat/completions", body=self.request_body(changes), cast_to=ChatCompletion
             )
         except openai.APIError as exc:
             raise self._error(exc) from None  # the cause may quote the key or the prompt
+        return self.summary_of(response)
+
+    def request_body(self, changes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The Chat Completions request for `changes` (already aliased), as plain JSON."""
+        return {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": changes_message(changes)},
+            ],
+            "temperature": 0,
+            # max_tokens, not max_completion_tokens: every compatible server knows it.
+            "max_tokens": self.max_output_tokens,
+        }
+
+    def summary_of(self, response: ChatCompletion) -> Summary:
+        """The summary in a response, sanitised; TransientError when there is none."""
         try:
             choice = response.choices[0] if response.choices else None
             content = choice.message.content if choice is not None else None

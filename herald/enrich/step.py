@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
-from herald.breaker import CircuitOpen, guarded
+from herald.breaker import Call, CircuitOpen, guarded
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
 from herald.enrich.deadline import SummaryDeadline
@@ -89,6 +90,14 @@ def enrich(
     return hand_off(ctx, pool, result)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """What one notification sends the model: its changes aliased, and the aliases."""
+
+    data: Any
+    aliases: dict[str, str]
+
+
 def summarise(
     ctx: JobContext,
     pool: ConnectionPool,
@@ -99,56 +108,86 @@ def summarise(
 ) -> Summarised:
     """Ask the model, or say why the email goes without a summary; raise to try again later
     (a hold route, or a send route whose deadline leaves time for another attempt)."""
+    prompt = prepare(ctx, settings, deadline)
+    if isinstance(prompt, Summarised):
+        return prompt
+    try:
+        # Rate limit and circuit breaker first: they may raise Postponed (deferred).
+        with guarded(pool, settings, "ai", known_state=ctx.breakers.get("ai", "closed")) as call:
+            with call.made():
+                summary = summariser.summarise(prompt.data)
+            fold = fold_success(call)
+        return summarised(summary, prompt, fold)
+    except (Postponed, TransientError, PermanentError) as exc:
+        return when_failed(exc, deadline, final_attempt)
+
+
+def prepare(
+    ctx: JobContext, settings: Settings, deadline: SummaryDeadline | None
+) -> Prompt | Summarised:
+    """The prompt for this notification, or why the model is not asked (too late for the
+    deadline)."""
     assert ctx.notification is not None
-    notification = ctx.notification
-    hold = deadline is None
     if deadline is not None and not deadline.allows_call():
         return Summarised("unavailable", error=deadline.describe())  # the model is not asked
     aliased = alias_pii(
         [c.as_data() for c in ctx.changes],
         settings.ai.pii_fields,
-        synonyms=settings.pii_synonyms_for(notification["route"]),
+        synonyms=settings.pii_synonyms_for(ctx.notification["route"]),
         max_chars=MAX_PROMPT_CHARS,  # alias only what can reach the model
     )
-    try:
-        # Rate limit and circuit breaker first: they may raise Postponed (deferred).
-        with guarded(pool, settings, "ai", known_state=ctx.breakers.get("ai", "closed")) as call:
-            with call.made():
-                summary = summariser.summarise(aliased.data)
-            fold = None
-            if call.breaker is not None and not call.probe:
-                # A success admitted while closed ends a run of failures: recorded by the
-                # hand-off statement, one round trip fewer (as the email step does). A
-                # probe's is written apart.
-                call.success_recorded = True
-                fold = call.breaker
-        status = "offline" if summary.offline else "ok"
-        return Summarised(status, summary, aliased.aliases, breaker=fold)
-    except CircuitOpen as exc:
+    return Prompt(aliased.data, aliased.aliases)
+
+
+def fold_success(call: Call) -> str | None:
+    """The breaker whose success the hand-off records, or None (no breaker, or a probe)."""
+    if call.breaker is not None and not call.probe:
+        # A success admitted while closed ends a run of failures: recorded by the hand-off
+        # statement, one round trip fewer (as the email step does). A probe's is written
+        # apart.
+        call.success_recorded = True
+        return call.breaker
+    return None
+
+
+def summarised(summary: Summary, prompt: Prompt, fold: str | None) -> Summarised:
+    status = "offline" if summary.offline else "ok"
+    return Summarised(status, summary, prompt.aliases, breaker=fold)
+
+
+def when_failed(
+    exc: Postponed | TransientError | PermanentError,
+    deadline: SummaryDeadline | None,
+    final_attempt: bool,
+) -> Summarised:
+    """After a failed or refused call: the email goes without a summary (returned), or the
+    exception is raised to try again later (a hold route; a send route whose deadline
+    leaves time for another attempt; a deferral)."""
+    hold = deadline is None
+    if isinstance(exc, CircuitOpen):
         # The AI is down: a hold route's job is deferred (no retry spent) until the probe;
         # a send route's email goes out now.
         if hold:
-            raise
+            raise exc
         return Summarised(
             "unavailable",
             error=f"AI circuit open for {exc.open_for:.0f}s: {exc.last_error or 'failing'}",
         )
-    except Postponed as exc:  # the rate limit: wait for a slot if the deadline allows
+    if isinstance(exc, Postponed):  # the rate limit: wait for a slot if the deadline allows
         if deadline is None or exc.retry_in * DEFERRAL_SPREAD < deadline.slack():
-            raise
+            raise exc
         return Summarised("unavailable", error=f"{deadline.describe()}: {exc.reason}")
-    except TransientError as exc:
+    if isinstance(exc, TransientError):
         if deadline is None:
             raise HeldForAI(f"AI unavailable, holding the email: {exc}") from exc
         if final_attempt:
             return Summarised("unavailable", error=str(exc))
         if not deadline.allows_retry():
             return Summarised("unavailable", error=f"{exc} ({deadline.describe()})")
-        raise  # the actor tries again in time for the deadline
-    except PermanentError as exc:
-        if hold:
-            raise
-        return Summarised("unavailable", error=str(exc))
+        raise exc  # the actor tries again in time for the deadline
+    if hold:  # PermanentError
+        raise exc
+    return Summarised("unavailable", error=str(exc))
 
 
 def hand_off(ctx: JobContext, pool: ConnectionPool, result: Summarised) -> EnrichOutcome:

@@ -1,0 +1,101 @@
+"""The `enrich_batch` actor: a batch of enrich jobs in one message, their AI calls made
+together on the process's event loop (herald/enrich/batch.py says why and how each job
+stays its own). A job that fails in a batch is retried here as an `enrich` message of its
+own, as `send_emails` does with `send_email`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import Middleware
+
+from actors.deferral import deferral_for
+from actors.enrich import retry_delay_ms
+from actors.options import options_for
+from actors.publish import Publisher, message_for
+from herald import db, ledger
+from herald.enrich.ai_async import async_summariser_for
+from herald.enrich.batch import BUDGET_SHARE, EnrichBatchReport, summarise_batch
+from herald.enrich.loop import AILoop
+from herald.ledger import QUEUES, JobRef
+from herald.services import Services
+from monitoring.prometheus import record_batch, record_tokens
+
+logger = logging.getLogger(__name__)
+
+#: Kept clear of the enrich job's time limit once the calls are started: the hand-off and
+#: the publishing that follow.
+MARGIN_SECONDS = 5.0
+
+
+class AILoopShutdown(Middleware):
+    """Closes the process's AI event loop when the worker shuts down."""
+
+    def __init__(self, ai: AILoop) -> None:
+        self.ai = ai
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.ai.close()
+
+
+def declare(
+    broker: dramatiq.Broker, services: Services, publish: Publisher, enrich: dramatiq.Actor
+) -> dramatiq.Actor:
+    """Declare `enrich_batch` on `broker`; `enrich` runs the jobs retried alone."""
+    options = options_for(services.settings, "enrich")
+    pool, settings = services.pool, services.settings
+    ai = AILoop(lambda: async_summariser_for(services.summariser), settings.ai.max_concurrency)
+    broker.add_middleware(AILoopShutdown(ai))
+
+    @dramatiq.actor(broker=broker, batch_of="enrich", **{**options, "actor_name": "enrich_batch"})
+    def enrich_batch(job_ids: list[int]) -> None:
+        # The Ledger middleware rejected a malformed message before it got here.
+        limit = enrich.options["time_limit"] / 1000
+        budget = min(limit * BUDGET_SHARE, limit - settings.ai.call_seconds - MARGIN_SECONDS)
+        report = summarise_batch(
+            pool, settings, ai, job_ids,
+            budget_seconds=max(budget, 0.0), may_retry=enrich.options.get("max_retries", 0) >= 1,
+        )  # fmt: skip
+        for summary in report.summaries:
+            record_tokens(summary.prompt_tokens, summary.completion_tokens)
+        record_batch(report, "enrich", QUEUES["enrich"])
+        with db.connection(pool) as conn:
+            ledger.publish_and_mark(conn, report.email_jobs, publish)  # as email batches
+        _retry_alone(broker, enrich, report)
+        if report.handed_back:
+            with db.connection(pool) as conn:
+                ledger.publish_and_mark(
+                    conn, report.handed_back,
+                    lambda refs: publish(refs, batch=not report.hand_back_alone),
+                )  # fmt: skip
+
+    return enrich_batch
+
+
+def _retry_alone(
+    broker: dramatiq.Broker, enrich: dramatiq.Actor, report: EnrichBatchReport
+) -> None:
+    """Send each failed or deferred job of the batch as an `enrich` message of its own,
+    delayed as the `enrich` actor would delay its own retry (a first retry's backoff, capped
+    by the email's deadline) or deferral. A message that cannot be sent is left to the
+    sweeper: the job is pending in the ledger."""
+    for retry in report.retry:
+        _, backoff = compute_backoff(1, factor=enrich.options["min_backoff"],
+                                     max_backoff=enrich.options["max_backoff"])  # fmt: skip
+        _send_alone(broker, retry.ref, retry_delay_ms(retry.deadline, backoff), retries=1)
+    for deferral in report.deferred:
+        delay = deferral_for(deferral.postponed).delay or 0
+        _send_alone(broker, deferral.ref, delay, herald_deferrals=1)
+
+
+def _send_alone(broker: dramatiq.Broker, ref: JobRef, delay: int, **options: int) -> None:
+    message = message_for(ref)
+    message = message.copy(options={**message.options, **options})
+    try:
+        broker.enqueue(message, delay=delay)
+    except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
+        logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)
