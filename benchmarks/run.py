@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from benchmarks import scenarios
+from benchmarks import defaults, scenarios
 from benchmarks.harness import Services, WorkerGroup
 from herald.config import DEFAULT_MAIL_BATCH_SIZE
 
@@ -40,6 +40,7 @@ TARGETS = {
     "rss_growth_pct": 10,
     "rss_max_mb": 150,
     "x_seeds": 100,
+    **defaults.TARGETS,
 }
 
 
@@ -51,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         nargs="*",
         default=None,
-        help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds; "
-        "quorum, quorum against classic queues, runs only when named)",
+        help="scenarios to run (ceiling orchestrator e2e_off e2e_ai latency soak seeds "
+        "defaults; quorum, quorum against classic queues, runs only when named)",
     )
     p.add_argument("--processes", type=int, default=2, help="worker processes (AI off)")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process (AI off)")
@@ -79,11 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"ceiling": 4000, "orchestrator": 4000, "e2e_off": 2000, "e2e_ai": 1000,
-                "latency_seconds": 5, "soak": 4000, "soak_chunks": 4, "seeds": 10}  # fmt: skip
+                "latency_seconds": 5, "soak": 4000, "soak_chunks": 4, "seeds": 10,
+                "defaults": 2000, "defaults_ai": 1000}  # fmt: skip
     # Sized so the whole suite stays under 10 minutes on a 2-core machine; the soak is the
     # issue's 100,000 changes.
     return {"ceiling": 15000, "orchestrator": 10000, "e2e_off": 3000, "e2e_ai": 1000,
-            "latency_seconds": 15, "soak": 100000, "soak_chunks": 10, "seeds": 20}  # fmt: skip
+            "latency_seconds": 15, "soak": 100000, "soak_chunks": 10, "seeds": 20,
+            "defaults": 10000, "defaults_ai": 3000}  # fmt: skip
 
 
 def machine() -> dict:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = sizes(args.quick)
     want = set(args.only or ["ceiling", "orchestrator", "e2e_off", "e2e_ai", "latency", "soak",
-                             "seeds"])  # fmt: skip
+                             "seeds", "defaults"])  # fmt: skip
     began = time.perf_counter()
     out: dict = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -254,6 +257,17 @@ def main(argv: list[str] | None = None) -> int:
                     for group in groups:
                         group.stop()
                     svc.drop(db)
+            if "defaults" in want:
+                print(f"defaults: untouched herald.toml, {defaults.PROCESSES} x "
+                      f"{defaults.THREADS}; ceiling, {size['defaults']} changes AI off, "
+                      f"{size['defaults_ai']} AI {args.ai_latency * 1000:.0f} ms, interleaved",
+                      flush=True)  # fmt: skip
+                res["defaults"] = defaults.defaults(
+                    svc, Path(tmp), changes=size["defaults"], ai_changes=size["defaults_ai"],
+                    ceiling_messages=size["ceiling"], runs=args.runs,
+                    processes=defaults.PROCESSES, threads=defaults.THREADS,
+                    ai_latency=args.ai_latency,
+                )  # fmt: skip
             if "quorum" in want:
                 print(f"quorum against classic: {size['e2e_off']} changes per run, AI off; "
                       "a three-node cluster starts", flush=True)  # fmt: skip
@@ -317,6 +331,8 @@ def summarise(res: dict) -> dict:
             s[f"e2e_{setup}_per_s"] = per_s
         s["quorum_3_nodes_vs_classic"] = quorum["ratio_quorum_3_nodes"]
         s["quorum_1_node_vs_classic"] = quorum["ratio_quorum_1_node"]
+    if "defaults" in res:
+        s.update(defaults.summary(res["defaults"]))
     if ceiling:
         s["ceiling_per_s"] = ceiling
     if seeds:
@@ -361,6 +377,8 @@ def render(out: dict) -> str:
     row("end to end, quorum, 3 nodes (changes/s)", "e2e_quorum_3_nodes_per_s", ",.0f", "")
     row("  quorum 3 nodes / classic", "quorum_3_nodes_vs_classic", ".2f", "")
     row("  quorum 1 node / classic", "quorum_1_node_vs_classic", ".2f", "")
+    for label, key, fmt, target in defaults.ROWS:
+        row(label, key, fmt, target)
     row("seeds' design (changes/s)", "seeds_per_s", ".3f", "")
     row("x seeds' design (AI 200 ms)", "x_seeds", ",.0f", ">= 100")
     row("x seeds' design (AI off)", "x_seeds_ai_off", ",.0f", "")

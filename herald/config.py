@@ -393,7 +393,11 @@ def _retention(raw: Mapping[str, Any]) -> RetentionSettings:
 
 @dataclass(frozen=True)
 class OrchestratorSettings:
-    batch_size: int = 50
+    #: Changes claimed per batch, in one transaction: a batch's fixed costs (the lock, each
+    #: statement's round trip, a round of publisher confirms) are paid once for all of
+    #: them, and its jobs leave in full email and enrich batches. The orchestrator reads no
+    #: row values, so a batch's memory does not grow with them (docs/performance.md).
+    batch_size: int = 1000
     max_runtime_seconds: float = 90.0
     republish_after_seconds: float = 30.0
     #: Changes one debounced notification lists at most; past it a new notification starts
