@@ -52,7 +52,7 @@ def test_max_delay_defaults_to_a_minute_and_must_leave_room_for_one_call():
         settings_from_mapping({"ai": {"timeout_seconds": 20, "max_delay_seconds": 20}}, {})
     with pytest.raises(ConfigError, match="timeout_seconds x"):
         settings_from_mapping({"ai": {"max_retries": 2}}, {})  # 20 s x 3 tries
-    with pytest.raises(ConfigError, match="max_delay_seconds must be above 0"):
+    with pytest.raises(ConfigError, match="max_delay_seconds must be a number above 0, not 0"):
         settings_from_mapping({"ai": {"max_delay_seconds": 0}}, {})
 
 

@@ -48,12 +48,12 @@ def test_quorum_queues_are_chosen_in_the_broker_section():
 @pytest.mark.parametrize(
     ("raw", "says"),
     [
-        ({"queue_type": "mirrored"}, "queue_type must be one of classic, quorum, not 'mirrored'"),
-        ({"queue_type": "stream"}, "not 'stream'"),
+        ({"queue_type": "mirrored"}, "queue_type 'mirrored' is not one of classic, quorum"),
+        ({"queue_type": "stream"}, "'stream' is not one of"),
         ({"delivery_limit": 0}, "delivery_limit must be a positive integer"),
         ({"delivery_limit": "5"}, "delivery_limit must be a positive integer"),
         ({"shuffle_nodes": "yes"}, "shuffle_nodes must be true or false"),
-        ({"queue_typ": "quorum"}, "unknown option(s) queue_typ"),
+        ({"queue_typ": "quorum"}, "unknown option 'queue_typ' (did you mean 'queue_type'?)"),
     ],
 )
 def test_a_broker_section_herald_cannot_honour_is_refused_naming_the_value(raw, says):
