@@ -86,7 +86,7 @@ def sizes(quick: bool) -> dict[str, int]:
     # issue's 100,000 changes.
     return {"ceiling": 15000, "orchestrator": 10000, "e2e_off": 3000, "e2e_ai": 1000,
             "latency_seconds": 15, "soak": 100000, "soak_chunks": 10, "seeds": 20,
-            "defaults": 10000, "defaults_ai": 3000}  # fmt: skip
+            "defaults": 10000, "defaults_ai": 5000}  # fmt: skip
 
 
 def machine() -> dict:

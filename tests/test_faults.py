@@ -44,8 +44,9 @@ AI_RECIPIENT = "team@example.com"
 SUMMARY = "Summary: a new member joined the studio."
 
 
-def fault_toml(*, batch_size: int = 100, on_ai_failure: str = "send") -> str:
-    """One recipient per change, short backoffs, a 2 s outbox grace period, a 1 s AI timeout."""
+def fault_toml(*, batch_size: int = 100, on_ai_failure: str = "send", ai: str = "") -> str:
+    """One recipient per change, short backoffs, a 2 s outbox grace period, a 1 s AI timeout
+    (`ai`: more lines for the [ai] section)."""
     return f"""
 [mail]
 from = "Herald <herald@example.com>"
@@ -55,6 +56,7 @@ enabled = true
 model = "test-model"
 pii_fields = ["email", "phone", "first_name", "last_name"]
 timeout_seconds = 1
+{ai}
 
 [orchestrator]
 batch_size = {batch_size}
@@ -321,6 +323,44 @@ def test_sigkill_the_worker_five_times_loses_nothing(harness):
     report = harness.report()
     assert_clean(report, emails=N)
     assert report.ok + report.duplicated == N
+
+
+def test_sigkill_the_worker_mid_enrich_batches_loses_nothing(harness, openai_server):
+    """The AI route: enrich jobs travel in batches ([ai] batch_size), their calls in flight
+    together; the worker is killed five times while batches are being summarised. A batch
+    redelivered starts its unfinished jobs again; nothing is lost, nothing unexpected, and
+    every email carries its summary."""
+    # Calls of 0.3 s, 16 at a time: the enrich stage lasts long enough to be killed in.
+    reconfigure(harness, fault_toml(ai="max_concurrency = 16"))
+    openai_server.latency = 0.3
+    n = SMALL_N
+    insert_members(harness.db, n)
+    harness.start_worker()
+    print(f"\n  orchestrate {harness.orchestrate()}")
+
+    def summarised() -> int:
+        return sql(harness.db, "SELECT count(*) AS n FROM herald.summaries")[0]["n"]
+
+    kills = []
+    for k in range(1, 6):
+        target = k * n // 6
+        wait_until(lambda: summarised() >= target, timeout=90)  # noqa: B023 - called at once
+        harness.kill_worker()
+        kills.append(summarised())
+        harness.start_worker()
+    print(f"  killed at {kills} summaries")
+    harness.wait_done(n)
+    report = harness.report()
+    restarted = sql(
+        harness.db, "SELECT count(*) AS n FROM herald.jobs WHERE actor = 'enrich' AND attempts > 1"
+    )[0]["n"]
+    summaries = sql(harness.db, "SELECT status, count(*) AS n FROM herald.summaries GROUP BY 1")
+    print(f"  enrich jobs started again after a kill: {restarted}; summaries {summaries}")
+    assert_clean(report, emails=n)
+    assert report.ok + report.duplicated == n
+    assert restarted >= 1  # the kills did land in enrich batches
+    assert summaries == [{"status": "ok", "n": n}]
+    assert all(SUMMARY in body for body in _bodies(harness))
 
 
 # -- RabbitMQ outage --------------------------------------------------------------------------
