@@ -256,7 +256,7 @@ def test_a_summary_made_while_closed_ends_the_ai_breakers_run_of_failures_in_the
 
 
 def test_herald_stats_shows_a_line_per_breaker(herald_db):
-    from herald.cli.ops import format_stats
+    from herald.cli.stats import format_stats
     from herald.db import connect
     from monitoring import inspect
 

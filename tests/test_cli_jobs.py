@@ -390,10 +390,10 @@ def test_a_retry_is_published_after_commit_and_one_the_broker_refused_waits_in_t
 
 
 def test_jobs_retry_command_publishes_and_refuses_clearly(conn, herald, monkeypatch):
-    from herald.cli import ops
+    from herald.cli import jobs
 
     publish = FakePublisher()
-    monkeypatch.setattr(ops, "publish", publish)
+    monkeypatch.setattr(jobs, "publish", publish)
     failed = [add_job(conn, status="failed") for _ in range(3)]
     complete = add_job(conn, status="complete")
 

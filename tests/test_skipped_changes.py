@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from herald.cli.ops import format_stats
+from herald.cli.stats import format_stats
 from herald.db import connect
 from monitoring import inspect
 from monitoring.exporter import read_snapshot

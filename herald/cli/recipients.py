@@ -17,7 +17,7 @@ from typing import Any
 
 from herald import recipients
 from herald.cli.database import database_settings, open_herald
-from herald.cli.ops import dump_json, format_table
+from herald.cli.output import dump_json, format_table
 from herald.config import Settings
 from herald.digests import store
 from herald.recipients import ALL_ROUTES, RecipientError

@@ -188,7 +188,7 @@ def examples(paths: list[Path]) -> list[Path]:
 
 def stats_text(url: str) -> str:
     """`herald stats` of the run's database, as the command prints it."""
-    from herald.cli.ops import format_stats
+    from herald.cli.stats import format_stats
     from monitoring import inspect
 
     with db.connect(url, autocommit=True) as conn:
