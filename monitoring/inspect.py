@@ -1,4 +1,5 @@
-"""Looking inside the job ledger: the functions behind `herald jobs ...` and `herald stats`.
+"""Looking inside the job ledger: the functions behind `herald jobs ...` (the figures of
+`herald stats` are in `monitoring.stats`).
 
 Plain functions over a psycopg connection whose rows are dicts (`herald.db.connect`).
 Reads return dicts and lists ready to print or dump as JSON; the two writes (`retry_jobs`,
@@ -15,23 +16,13 @@ from typing import Any
 
 import psycopg
 
-from herald.breaker import breaker_states
-from herald.ledger import ACTOR_QUEUES, STATUSES, JobRef, Publish, publish_and_mark
+from herald.ledger import STATUSES, JobRef, Publish, publish_and_mark
 from monitoring.sql import queries
 
 #: Statuses a job can be retried from (it is not open and did not succeed).
 RETRYABLE = ("failed", "canceled")
 #: Statuses a job can be canceled from.
 CANCELABLE = ("pending", "running")
-
-#: `herald stats` thresholds: a pending job is overdue when it is still unpublished this
-#: long after it was written, or its retry was due this long ago.
-OVERDUE_UNPUBLISHED_SECONDS = 30
-OVERDUE_ETA_SECONDS = 60
-#: The window `herald stats` averages processing time over.
-PROCESSING_WINDOW_SECONDS = 24 * 3600
-
-DELIVERY_STATUSES = ("sending", "sent", "failed")
 
 
 class OperatorError(Exception):
@@ -326,101 +317,3 @@ def cancel_job(conn: psycopg.Connection[Any], job_id: int, *, only_pending: bool
             )
         conn.execute(queries["cancel_job"], {"id": job_id})
     return str(status)
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def stats(
-    conn: psycopg.Connection[Any],
-    *,
-    overdue_unpublished_seconds: float = OVERDUE_UNPUBLISHED_SECONDS,
-    overdue_eta_seconds: float = OVERDUE_ETA_SECONDS,
-    window_seconds: float = PROCESSING_WINDOW_SECONDS,
-) -> dict[str, Any]:
-    """The ledger at a glance, as a JSON-ready dict.
-
-    `actors` maps every known actor (and any other found in the ledger) to its counts by
-    status (every status present, zeros included), `total`, `success_rate` (complete /
-    (complete + failed), None when neither), `mean_processing_seconds` (complete jobs
-    finished in the window; the duration of their last attempt) and `overdue`.
-    """
-    actors: dict[str, dict[str, Any]] = {}
-
-    def actor(name: str) -> dict[str, Any]:
-        if name not in actors:
-            actors[name] = {
-                "counts": dict.fromkeys(STATUSES, 0),
-                "total": 0,
-                "success_rate": None,
-                "mean_processing_seconds": None,
-                "completed_in_window": 0,
-                "overdue": 0,
-            }
-        return actors[name]
-
-    for name in ACTOR_QUEUES:
-        actor(name)
-    for r in conn.execute(queries["stats_jobs_by_actor_status"]).fetchall():
-        a = actor(r["actor"])
-        a["counts"][r["status"]] = r["n"]
-        a["total"] += r["n"]
-    for r in conn.execute(
-        queries["stats_mean_processing"], {"window_seconds": window_seconds}
-    ).fetchall():
-        a = actor(r["actor"])
-        a["mean_processing_seconds"] = r["mean_seconds"]
-        a["completed_in_window"] = r["n"]
-    overdue_total, overdue_oldest = 0, None
-    for r in conn.execute(
-        queries["stats_overdue"],
-        {
-            "unpublished_seconds": overdue_unpublished_seconds,
-            "eta_seconds": overdue_eta_seconds,
-        },
-    ).fetchall():
-        actor(r["actor"])["overdue"] = r["n"]
-        overdue_total += r["n"]
-        oldest = r["oldest_seconds"]
-        overdue_oldest = oldest if overdue_oldest is None else max(overdue_oldest, oldest)
-    for a in actors.values():
-        done = a["counts"]["complete"] + a["counts"]["failed"]
-        a["success_rate"] = a["counts"]["complete"] / done if done else None
-
-    unclaimed = conn.execute(queries["stats_unclaimed_changes"]).fetchone() or {}
-    deliveries: dict[str, Any] = {
-        "by_status": dict.fromkeys(DELIVERY_STATUSES, 0),
-        "total": 0,
-        "ambiguous": 0,
-    }
-    for r in conn.execute(queries["stats_deliveries"]).fetchall():
-        deliveries["by_status"][r["status"]] = r["n"]
-        deliveries["total"] += r["n"]
-        deliveries["ambiguous"] += r["ambiguous"]
-    last_run = conn.execute(queries["stats_last_orchestrator_success"]).fetchone() or {}
-    return {
-        "actors": dict(sorted(actors.items())),
-        "overdue": {
-            "total": overdue_total,
-            "oldest_seconds": overdue_oldest,
-            "unpublished_after_seconds": overdue_unpublished_seconds,
-            "eta_late_by_seconds": overdue_eta_seconds,
-        },
-        "unclaimed_changes": {
-            "count": unclaimed.get("n", 0),
-            "oldest_seconds": unclaimed.get("oldest_seconds"),
-        },
-        "deliveries": deliveries,
-        "last_successful_orchestrator_run": last_run.get("finished_at"),
-        "processing_window_seconds": window_seconds,
-        "breakers": breaker_states(conn),  # circuit breakers: state, failures, opened_at
-        # Changes that became no notification: {"skipped": {"total", "by_reason"}, "failed"}.
-        **_not_routed(conn),
-    }
-
-
-def _not_routed(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    from monitoring.changes import by_outcome, read_not_routed
-
-    summary = by_outcome(read_not_routed(conn))
-    return {f"{outcome}_changes": entry for outcome, entry in summary.items()}

@@ -23,6 +23,7 @@ from herald.ledger import STATUSES, Publish
 from monitoring import inspect
 from monitoring.inspect import JobNotFound, OperatorError, RetryResult
 from monitoring.sql import api_queries as queries
+from monitoring.stats import stats as ledger_stats
 
 #: Free text (`q`) looks at the newest this many jobs only (Oban Web's choice too): the
 #: ILIKE has no index to use, and a bounded scan keeps every request fast.
@@ -328,7 +329,7 @@ def missing_migrations(conn: psycopg.Connection[Any], expected: Sequence[str]) -
 def stats(conn: psycopg.Connection[Any], *, hours: float) -> dict[str, Any]:
     """`herald stats` over a window of `hours`, with p95 processing time and recent failures."""
     window = hours * 3600
-    figures = inspect.stats(conn, window_seconds=window)
+    figures = ledger_stats(conn, window_seconds=window)
     for r in conn.execute(queries["api_stats_percentiles"], {"window_seconds": window}):
         actor = figures["actors"].setdefault(r["actor"], {})
         actor["p95_processing_seconds"] = r["p95_seconds"]

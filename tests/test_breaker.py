@@ -258,11 +258,11 @@ def test_a_summary_made_while_closed_ends_the_ai_breakers_run_of_failures_in_the
 def test_herald_stats_shows_a_line_per_breaker(herald_db):
     from herald.cli.stats import format_stats
     from herald.db import connect
-    from monitoring import inspect
+    from monitoring.stats import stats as ledger_stats
 
     open_breaker(herald_db, "smtp")
     with connect(herald_db, autocommit=True) as conn:
-        text = format_stats(inspect.stats(conn))
+        text = format_stats(ledger_stats(conn))
     assert "circuit breaker ai: closed, 0 consecutive failures" in text
     assert "circuit breaker smtp: open, 5 consecutive failures, opened at " in text
 

@@ -20,6 +20,7 @@ from herald.db import connect
 from herald.ledger import JobRef
 from herald.migrate import upgrade
 from monitoring import inspect
+from monitoring.stats import stats as ledger_stats
 
 # --- fixtures and helpers -------------------------------------------------------------------
 
@@ -473,7 +474,7 @@ def test_stats_counts_jobs_by_actor_and_status(conn):
     add_job(conn, actor="send_email", status="failed")
     add_job(conn, actor="enrich", status="pending", recipient=None)
 
-    s = inspect.stats(conn)
+    s = ledger_stats(conn)
 
     email = s["actors"]["send_email"]
     assert email["counts"] == {
@@ -494,7 +495,7 @@ def test_stats_counts_jobs_by_actor_and_status(conn):
 
 
 def test_stats_name_every_known_actor_even_with_an_empty_ledger(conn):
-    s = inspect.stats(conn)
+    s = ledger_stats(conn)
 
     assert set(s["actors"]) == set(ledger.ACTOR_QUEUES)
     assert all(a["total"] == 0 for a in s["actors"].values())
@@ -526,7 +527,7 @@ def test_stats_report_overdue_jobs_unclaimed_changes_deliveries_and_the_orchestr
         " ('succeeded', now() - interval '2 minutes'), ('failed', now())"
     )
 
-    s = inspect.stats(conn)
+    s = ledger_stats(conn)
 
     assert s["overdue"]["total"] == 2 and s["actors"]["send_email"]["overdue"] == 2
     assert s["overdue"]["oldest_seconds"] >= 120

@@ -10,9 +10,9 @@ import pytest
 
 from herald.cli.stats import format_stats
 from herald.db import connect
-from monitoring import inspect
 from monitoring.exporter import read_snapshot
 from monitoring.metrics import CHANGES_NOT_ROUTED, ExporterSnapshot, exporter_families
+from monitoring.stats import stats as ledger_stats
 from orchestrator import coverage
 from orchestrator.coverage import find_gaps
 from orchestrator.orchestrate import run_orchestrator
@@ -42,7 +42,7 @@ def orchestrated(herald_db, pool):
 
 def test_stats_count_skipped_changes_by_reason(orchestrated):
     with connect(orchestrated, autocommit=True) as conn:
-        stats = inspect.stats(conn)
+        stats = ledger_stats(conn)
     assert stats["skipped_changes"] == {
         "total": 3,
         "by_reason": {"no_route": 2, "no_recipients": 1},
@@ -71,7 +71,7 @@ def test_a_change_over_a_limit_is_counted_as_failed_over_limit(herald_db, pool):
     sql(herald_db, "UPDATE classes SET title = repeat('x', 2000000)")  # over max_change_bytes
     run_orchestrator(pool, make_settings(herald_db), RecordingPublisher())
     with connect(herald_db, autocommit=True) as conn:
-        stats = inspect.stats(conn)
+        stats = ledger_stats(conn)
     assert stats["failed_changes"]["by_reason"] == {"over_limit": 1, "malformed": 0}
 
 

@@ -16,7 +16,7 @@ from herald.cli.output import (
     operator_errors,
 )
 from herald.ledger import STATUSES
-from monitoring import inspect
+from monitoring.stats import stats as ledger_stats
 
 
 def format_stats(s: dict[str, Any]) -> str:
@@ -74,7 +74,7 @@ def format_stats(s: dict[str, Any]) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with connect() as conn:
-        s = inspect.stats(conn)
+        s = ledger_stats(conn)
     print(dump_json(s) if args.json else format_stats(s))
     return 0
 

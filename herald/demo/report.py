@@ -189,7 +189,7 @@ def examples(paths: list[Path]) -> list[Path]:
 def stats_text(url: str) -> str:
     """`herald stats` of the run's database, as the command prints it."""
     from herald.cli.stats import format_stats
-    from monitoring import inspect
+    from monitoring.stats import stats as ledger_stats
 
     with db.connect(url, autocommit=True) as conn:
-        return format_stats(inspect.stats(conn))
+        return format_stats(ledger_stats(conn))
