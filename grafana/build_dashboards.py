@@ -209,10 +209,8 @@ def digest_row(lay: Layout) -> None:
     )
 
 
-def overview() -> dict[str, Any]:
-    lay = Layout()
-
-    # -- Headline: one glance, all actors -------------------------------------------
+def _headline_row(lay: Layout) -> None:
+    """Headline: one glance, all actors."""
     lay.row("Now")
     finished_1h = (
         "sum(increase(herald_jobs_failed_total[1h]))"
@@ -273,7 +271,13 @@ def overview() -> dict[str, Any]:
     ]
     for panel in headline:
         lay.add(panel, 3, 4)
-    more = [
+    for panel in _health_stats():
+        lay.add(panel, 3, 4)
+
+
+def _health_stats() -> list[dict[str, Any]]:
+    """The headline's second line: the change log, the breakers and the orchestrator."""
+    return [
         stat(
             "Unclaimed changes",
             "sum(herald_changes_unclaimed)",
@@ -318,10 +322,10 @@ def overview() -> dict[str, Any]:
             steps=((None, "green"), (1, "orange")),
         ),
     ]
-    for panel in more:
-        lay.add(panel, 3, 4)
 
-    # -- Throughput and latency, per actor -------------------------------------------
+
+def _throughput_row(lay: Layout) -> None:
+    """Throughput and latency, per actor."""
     lay.row("Throughput and latency")
     lay.add(
         timeseries(
@@ -391,7 +395,9 @@ def overview() -> dict[str, Any]:
         8,
     )
 
-    # -- Backlog (ledger) --------------------------------------------------------------
+
+def _backlog_row(lay: Layout) -> None:
+    """Backlog (ledger)."""
     lay.row("Backlog (ledger)")
     lay.add(
         timeseries(
@@ -442,7 +448,9 @@ def overview() -> dict[str, Any]:
         8,
     )
 
-    # -- RabbitMQ queues ---------------------------------------------------------------
+
+def _queues_row(lay: Layout) -> None:
+    """RabbitMQ queues."""
     lay.row("Queues (RabbitMQ)")
     lay.add(
         timeseries(
@@ -482,7 +490,9 @@ def overview() -> dict[str, Any]:
         8,
     )
 
-    # -- Dependencies ------------------------------------------------------------------
+
+def _dependencies_row(lay: Layout) -> None:
+    """Dependencies."""
     digest_row(lay)
 
     lay.row("Dependencies")
@@ -539,6 +549,14 @@ def overview() -> dict[str, Any]:
         6,
     )
 
+
+def overview() -> dict[str, Any]:
+    lay = Layout()
+    _headline_row(lay)
+    _throughput_row(lay)
+    _backlog_row(lay)
+    _queues_row(lay)
+    _dependencies_row(lay)
     return {
         "uid": "herald-overview",
         "title": "Herald overview",

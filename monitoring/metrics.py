@@ -4,7 +4,9 @@ Everything that exports or reads a Herald metric imports it from here: the worke
 middleware (counters, histogram, running gauge), the exporter's scrape-time collector
 (gauges read from PostgreSQL), the Grafana dashboards and Prometheus alerts (by name,
 checked by ``tests/test_dashboards.py`` and ``tests/test_alerts.py``), and the operator
-guide (``docs/operations.md``).
+guide (``docs/operations.md``). It is long (over 400 lines) on purpose: a catalogue read
+in one place is what keeps names, labels and help texts from drifting apart; the digest
+metrics, which belong to a feature of their own, are in ``monitoring.digest_metrics``.
 
 Two rules hold for every metric:
 
