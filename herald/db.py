@@ -26,6 +26,7 @@ DictRow = dict[str, Any]
 #: and `autocommit` give a `DictConnection`.
 DictConnection = psycopg.Connection[DictRow]
 
+
 class ConnectError(psycopg.OperationalError):
     """PostgreSQL could not be reached or the URL was refused; the message is libpq's with
     every credential of the URL masked (libpq quotes a malformed URL back, password and

@@ -55,7 +55,9 @@ class Api:
 
 
 def herald_app(url: str, pool: ConnectionPool, broker_url: str, **env: str) -> App:
-    settings = make_settings(url, HERALD_BROKER_URL=broker_url, HERALD_API_TOKENS=TOKENS, **env)
+    settings = make_settings(
+        url, None, HERALD_BROKER_URL=broker_url, HERALD_API_TOKENS=TOKENS, **env
+    )
     return bootstrap(settings, pool=pool, mailer=FakeMailer(), summariser=FakeSummariser())
 
 

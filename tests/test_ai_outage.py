@@ -261,5 +261,7 @@ def test_herald_demo_with_an_unreachable_ai_finishes_every_email_unavailable(tmp
     member_emails = [m for m in emails if "membership@" in str(m["To"])]
     assert member_emails, sorted(p.name for p in out.iterdir())
     for message in member_emails:
-        assert UNAVAILABLE in message.get_body(("plain",)).get_content(), message["Subject"]
+        plain = message.get_body(("plain",))
+        assert plain is not None, message["Subject"]
+        assert UNAVAILABLE in plain.get_content(), message["Subject"]
     assert took < 60

@@ -4,12 +4,15 @@ last one final. Real PostgreSQL, the stub pipeline."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from psycopg.types.json import Jsonb
 
 from herald import db, ledger
 from herald.email.deliver import SUMMARY_WITHDRAWN
 from herald.errors import PermanentError
+from herald.ledger import JobRef
 from herald.testing import FakeSummariser
 from monitoring import inspect
 from tests.helpers import ROUTES, make_settings, sql
@@ -100,9 +103,14 @@ def test_an_email_sent_again_after_the_deletion_says_its_summary_was_withdrawn(
     sql(herald_db, "INSERT INTO members (first_name, email) VALUES ('Ann', 'ann@example.org')")
     pipeline.orchestrate()
     assert pipeline.mailer.sent == [] and summary_row(herald_db)["aliases"] is None
-    refs: list = []  # published once retry_jobs has committed (it publishes before, today)
+    refs: list[JobRef] = []  # published once retry_jobs has committed (it publishes before, today)
+
+    def publish_later(batch: Sequence[JobRef]) -> list[int]:
+        refs.extend(batch)
+        return [j.id for j in batch]
+
     with db.autocommit(pool) as conn:  # as `herald jobs retry --failed`
-        inspect.retry_jobs(conn, failed=True, publish=lambda r: refs.extend(r) or [j.id for j in r])
+        inspect.retry_jobs(conn, failed=True, publish=publish_later)
     pipeline.publish(refs)
     pipeline.drain()
     assert len(pipeline.mailer.sent) == 2

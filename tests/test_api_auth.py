@@ -38,11 +38,11 @@ def concrete(path: str) -> str:
 
 
 def call(api: Api, method: str, path: str, headers: dict[str, str]):
-    extra = {"json": {"table": "classes", "operation": "INSERT", "row": {"id": 1}}}
+    change = {"table": "classes", "operation": "INSERT", "row": {"id": 1}}
     if path == "/api/jobs/retry":
         path += "?status=failed"
     return api.client.request(method, concrete(path), headers=headers,
-                              **(extra if path == "/api/changes" else {}))  # fmt: skip
+                              json=change if path == "/api/changes" else None)  # fmt: skip
 
 
 def test_every_api_route_needs_a_token(api: Api) -> None:
@@ -142,15 +142,14 @@ def test_token_configuration_is_checked_without_echoing_tokens() -> None:
 def test_serve_refuses_to_start_open_to_the_network(api: Api) -> None:
     from dataclasses import replace
 
-    class NoTokens:
-        settings = replace(api.app.settings, api_tokens=())
+    no_tokens = replace(api.app, settings=replace(api.app.settings, api_tokens=()))
 
     with pytest.raises(ConfigError, match="HERALD_API_TOKENS"):
-        check_can_serve(NoTokens(), "127.0.0.1", insecure_no_auth=False)
+        check_can_serve(no_tokens, "127.0.0.1", insecure_no_auth=False)
     with pytest.raises(ConfigError, match="loopback"):
-        check_can_serve(NoTokens(), "0.0.0.0", insecure_no_auth=True)
-    check_can_serve(NoTokens(), "127.0.0.1", insecure_no_auth=True)
-    check_can_serve(NoTokens(), "::1", insecure_no_auth=True)
+        check_can_serve(no_tokens, "0.0.0.0", insecure_no_auth=True)
+    check_can_serve(no_tokens, "127.0.0.1", insecure_no_auth=True)
+    check_can_serve(no_tokens, "::1", insecure_no_auth=True)
     check_can_serve(api.app, "0.0.0.0", insecure_no_auth=False)  # tokens: any address
 
 

@@ -259,7 +259,7 @@ def test_settings_stay_immutable_and_replace_checks_the_new_value():
 
     s = settings({"routes": [{"name": "r", "recipients": ["ops@example.com"]}]})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.routes[0].priority = "urgent"  # type: ignore[misc]
+        s.routes[0].priority = "urgent"
     assert dataclasses.replace(s, api_port=9000).api_port == 9000
     assert dataclasses.replace(s.routes[0], operations=("DELETE",)).operations == ("DELETE",)
     with pytest.raises(ValueError):

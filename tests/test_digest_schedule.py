@@ -141,7 +141,10 @@ def test_the_zones_have_the_transitions_they_are_known_for() -> None:
     first = transitions("Australia/Lord_Howe")[0]
     lord_howe = ZoneInfo("Australia/Lord_Howe")
     before, after = (first + timedelta(minutes=m) for m in (-1, 1))
-    shift = abs(after.astimezone(lord_howe).utcoffset() - before.astimezone(lord_howe).utcoffset())
+    offset_before = before.astimezone(lord_howe).utcoffset()
+    offset_after = after.astimezone(lord_howe).utcoffset()
+    assert offset_before is not None and offset_after is not None  # an aware datetime
+    shift = abs(offset_after - offset_before)
     assert shift == timedelta(minutes=30)
     assert ZoneInfo("Asia/Kathmandu").utcoffset(datetime(2030, 1, 1)) == timedelta(
         hours=5, minutes=45

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def exporter(herald_db) -> Iterator[str]:
     """`herald metrics serve`'s server in this process; yields its /metrics URL."""
-    stop, bound = threading.Event(), []
+    stop = threading.Event()
+    bound: list[int] = []  # the port, once listening
     thread = threading.Thread(
         target=serve,
         args=(make_settings(herald_db), "127.0.0.1", 0),

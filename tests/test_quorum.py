@@ -4,6 +4,7 @@ is refused at start, and the queues a quorum broker declares on a real (single) 
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import dramatiq
@@ -117,15 +118,16 @@ def test_each_priority_has_a_queue_of_its_own():
 
 def test_the_broker_routes_a_message_to_its_prioritys_queue_in_one_place():
     broker = quorum_broker()
-    urgent = dramatiq.Message(
+    urgent: dramatiq.Message[Any] = dramatiq.Message(
         queue_name="email", actor_name="send_email", args=(1,), kwargs={},
         options={"broker_priority": PRIORITIES["urgent"]},
     )  # fmt: skip
     routed = broker.route(urgent)
     assert routed.queue_name == "email.urgent" and routed.message_id == urgent.message_id
     assert broker.route(routed) is routed  # routing twice changes nothing
-    tick = dramatiq.Message(queue_name="orchestrate", actor_name="orchestrate", args=(),
-                            kwargs={}, options={})  # fmt: skip
+    tick: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="orchestrate", actor_name="orchestrate", args=(), kwargs={}, options={}
+    )
     assert broker.route(tick) is tick  # queues without priorities are one queue
     assert broker.logical_queue("email.low") == "email"
     assert broker.logical_queue("orchestrate.low") == "orchestrate.low"
@@ -194,8 +196,10 @@ def test_every_queue_herald_declares_is_a_quorum_queue(rabbitmq_server, rabbitmq
 @pytest.mark.integration
 def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(rabbitmq_url):
     broker = quorum_broker(rabbitmq_url, delivery_limit=2)
-    message = dramatiq.Message(queue_name="email", actor_name="send_email", args=(1,),
-                               kwargs={}, options={"broker_priority": 1})  # fmt: skip
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="email", actor_name="send_email", args=(1,), kwargs={},
+        options={"broker_priority": 1},
+    )  # fmt: skip
     try:
         broker.enqueue(message)  # to email.low
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))

@@ -191,7 +191,6 @@ def test_a_failed_purge_is_retried_after_more_than_30s_and_not_skipped(
     (scheduled_at and all) with retries=1; by the time it runs its tick is 5 minutes old."""
     import actors.purge
 
-
     calls = []
     real = actors.purge.purge_finished
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -225,6 +226,10 @@ class Process:
             start_new_session=True,
         )  # fmt: skip
 
+    def has_logged(self, text: str) -> bool:
+        """`text` is in the output so far (a condition for `wait_until`)."""
+        return text in self.log_path.read_text()
+
     def stop(self) -> str:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -277,7 +282,7 @@ def test_the_exporter_never_shows_a_credential(tmp_path):
         )
         body = ""
         try:
-            assert wait_until(lambda log=process.log_path: "serving" in log.read_text(), 30)
+            assert wait_until(functools.partial(process.has_logged, "serving"), 30)
             url = f"http://127.0.0.1:{port}/metrics"
             with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310
                 body = response.read().decode()

@@ -38,6 +38,7 @@ def test_herald_serve_answers_livez_and_readyz_and_stops_on_sigterm(herald_db, r
         "--port", str(port),
     )  # fmt: skip
     try:
+        assert proc.stdout is not None  # serve() pipes the output
         deadline, answer = time.monotonic() + 30, None
         while answer is None and time.monotonic() < deadline and proc.poll() is None:
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -192,7 +193,7 @@ class RabbitMQCluster(RabbitMQService):
         for node in self.nodes:
             if node.drained:
                 node.upgrade("revive")
-            wait_until(lambda n=node: port_open(n.port), timeout=30)
+            wait_until(functools.partial(port_open, node.port), timeout=30)
 
     def close(self) -> None:
         for node in reversed(self.nodes):
