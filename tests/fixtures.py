@@ -135,3 +135,25 @@ def herald_env(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path) ->
     from tests.workers import herald_environment
 
     return herald_environment(herald_db, rabbitmq_url, smtp_server, openai_server, tmp_path)
+
+
+@pytest.fixture
+def stub_pipeline_factory() -> Iterator[Any]:
+    """`make(database_url, herald_toml_path)`: a StubPipeline configured by that file."""
+    from herald.config import load_toml, settings_from_mapping
+    from herald.db import make_pool
+
+    made: list[tuple[StubPipeline, ConnectionPool]] = []
+
+    def make(url: str, config: Any) -> StubPipeline:
+        env = {"HERALD_DATABASE_URL": url, "HERALD_BROKER_URL": "stub://", "HERALD_WAKER": "off"}
+        settings = settings_from_mapping(load_toml(config), env, config_path=str(config))
+        pool = make_pool(url, max_size=8)
+        pipeline = StubPipeline(settings, pool)
+        made.append((pipeline, pool))
+        return pipeline
+
+    yield make
+    for pipeline, pool in made:
+        pipeline.stop()
+        pool.close()

@@ -331,3 +331,29 @@ def test_the_cluster_profile_is_three_rabbitmq_nodes_of_one_cluster(compose: dic
     # Herald reaches the cluster when HERALD_BROKER_URL (in .env) lists its nodes.
     url = compose["x-herald-environment"]["HERALD_BROKER_URL"]
     assert url.startswith("${HERALD_BROKER_URL:-amqp://"), url
+
+
+def test_the_sample_app_runs_after_the_migrations(compose: dict) -> None:
+    sample = compose["services"]["sample-app"]
+    assert sample["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "./postgres/sample-app.sql:/sample-app.sql:ro" in sample["volumes"]
+
+
+def test_the_sample_apps_changes_become_emails_under_the_stacks_configuration(
+    database_url: str, stub_pipeline_factory
+) -> None:
+    """What `docker compose up` shows: the sample app's changes, routed by the stack's
+    herald.toml (herald.example.toml), become emails at once (no Docker needed here)."""
+    from herald.db import connect
+    from herald.migrate import upgrade
+
+    with connect(database_url) as conn:
+        upgrade(conn)
+        conn.execute((REPO / "postgres" / "sample-app.sql").read_text())
+        conn.commit()
+    pipeline = stub_pipeline_factory(database_url, REPO / "herald.example.toml")
+    pipeline.orchestrate()
+    subjects = sorted(str(m.message["Subject"]) for m in pipeline.mailer.sent)
+    recipients = sorted(to for m in pipeline.mailer.sent for to in m.to_addrs)
+    assert recipients == ["front-desk@example.com", "membership@example.com", "ops@example.com"]
+    assert any("Welding basics" in s for s in subjects), subjects
