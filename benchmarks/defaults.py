@@ -17,6 +17,7 @@ Each end-to-end run also records the CPU each process group spent per change
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -114,7 +115,7 @@ def _median_row(rows: list[dict], key: str) -> dict:
 
 
 def _medians(rows: list[dict], **settings: object) -> dict:
-    def median(pick) -> float:  # type: ignore[no-untyped-def]
+    def median(pick: Callable[[dict], float]) -> float:
         return statistics.median(pick(r) for r in rows)
 
     return {

@@ -26,7 +26,7 @@ import psycopg
 
 from benchmarks import defaults, scenarios
 from benchmarks.harness import Services, WorkerGroup
-from herald.config import DEFAULT_MAIL_BATCH_SIZE
+from herald.config import DEFAULT_MAIL_BATCH_SIZE, OrchestratorSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="dramatiq_queue_prefetch (default: Dramatiq's, 2 x threads)",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="[orchestrator] batch_size")
+    p.add_argument("--batch-size", type=int, default=OrchestratorSettings.batch_size,
+                   help="[orchestrator] batch_size (default: Herald's)")  # fmt: skip
     p.add_argument(
         "--email-batch",
         type=int,
