@@ -7,12 +7,12 @@ import threading
 import psycopg
 
 from orchestrator.orchestrate import run_orchestrator
-from tests.helpers import RecordingPublisher, make_settings, sql
+from tests.helpers import ROUTES, RecordingPublisher, make_settings, sql
 
 
 def orchestrate(pool, url, publisher=None, **toml):
     publisher = publisher or RecordingPublisher()
-    return run_orchestrator(pool, make_settings(url), publisher), publisher
+    return run_orchestrator(pool, make_settings(url, {**ROUTES, **toml}), publisher), publisher
 
 
 def test_inserts_on_an_ai_route_become_enrich_jobs(herald_db, pool):
@@ -77,7 +77,7 @@ def test_a_change_committed_after_a_higher_id_was_claimed_is_still_sent(herald_d
 
 def test_it_drains_the_backlog_batch_by_batch(herald_db, pool):
     sql(herald_db, "INSERT INTO members (first_name) SELECT 'x' FROM generate_series(1, 120)")
-    report, _ = orchestrate(pool, herald_db)
+    report, _ = orchestrate(pool, herald_db, orchestrator={"batch_size": 50})
     assert (report.claimed, report.batches) == (120, 3)
 
 
