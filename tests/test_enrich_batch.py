@@ -381,6 +381,28 @@ def test_calls_not_started_when_the_time_budget_is_spent_are_handed_back_as_a_ba
         assert "time budget" in job["last_error"]
 
 
+def test_calls_that_find_no_free_slot_within_the_time_budget_are_handed_back(
+    herald_db, stub_pipeline, openai_server
+):
+    def slow(body) -> str:
+        time.sleep(1.0)
+        return "Summary: joined."
+
+    openai_server.reply = slow
+    stub_pipeline.use(settings=batch_settings(herald_db),
+                      summariser=real_summariser(openai_server))  # fmt: skip
+    refs = write_enrich_jobs(stub_pipeline, herald_db, members=3)
+    loop = AILoop(lambda: async_summariser_for(stub_pipeline.summariser), max_concurrency=1)
+    rt = stub_pipeline
+    try:
+        report = summarise_batch(rt.pool, rt.settings, loop, [r.id for r in refs],
+                                 budget_seconds=0.3)  # fmt: skip
+    finally:
+        loop.close()
+    assert len(report.handed_off) == 1 and len(openai_server.requests) == 1
+    assert len(report.handed_back) == 2 and not report.hand_back_alone
+
+
 def test_a_batch_seen_twice_asks_the_model_once(herald_db, ai_pipeline, openai_server):
     refs = write_enrich_jobs(ai_pipeline, herald_db, members=3)
     send_as_one_batch(ai_pipeline, refs)

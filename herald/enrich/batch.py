@@ -236,8 +236,11 @@ async def _call(
     budget_end: float,
     clock: Callable[[], float],
 ) -> Answer:
-    """One call, as `step.summarise` makes it, once a slot of the process's is free."""
-    async with ai.slots:
+    """One call, as `step.summarise` makes it, once a slot of the process's is free (and
+    none, handed back, when no slot is free before the time budget's end)."""
+    if not await _slot(ai.slots, budget_end - clock()):
+        return Answer()
+    try:
         if clock() > budget_end:
             return Answer()  # not made: handed back
         deadline = pending.deadline
@@ -253,6 +256,22 @@ async def _call(
             return Answer(summarised(summary, pending.prompt, fold), None, _since(started))
         except Exception as exc:  # noqa: BLE001 - settled on the worker thread
             return Answer(None, exc, _since(started))
+    finally:
+        ai.slots.release()
+
+
+async def _slot(slots: asyncio.Semaphore, within: float) -> bool:
+    """Take one of the process's call slots, waiting at most `within` seconds."""
+    if within <= 0:
+        return False
+    if not slots.locked():
+        await slots.acquire()  # free: no timer
+        return True
+    try:
+        await asyncio.wait_for(slots.acquire(), within)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _since(started: float) -> float:

@@ -73,7 +73,13 @@ class AILoop:
 
     def _running(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
+            thread = self._thread
+            if (
+                self._loop is None
+                or self._pid != os.getpid()
+                or not thread
+                or not thread.is_alive()
+            ):
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
                     target=_serve, args=(loop,), name="herald-ai-loop", daemon=True
