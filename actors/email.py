@@ -7,23 +7,18 @@ fails in a batch is retried here as a `send_email` message of its own.
 
 from __future__ import annotations
 
-import logging
-
 import dramatiq
 from dramatiq.common import compute_backoff
 
 from actors.deferral import deferral_for, deferring
 from actors.ledger_middleware import complete, start
 from actors.options import options_for
-from actors.publish import Publisher, message_for
+from actors.publish import Publisher, send_alone
 from herald import db, ledger
 from herald.email.batch import BUDGET_SHARE, BatchReport, send_batch
 from herald.email.deliver import send_notification_email
-from herald.ledger import JobRef
 from herald.services import Services
 from monitoring.prometheus import record_batch, record_delivery
-
-logger = logging.getLogger(__name__)
 
 
 def declare(
@@ -74,16 +69,7 @@ def _retry_alone(broker: dramatiq.Broker, send_email: dramatiq.Actor, report: Ba
         # As Retries computes a first retry's backoff, from the actor's current options.
         _, backoff = compute_backoff(1, factor=send_email.options["min_backoff"],
                                      max_backoff=send_email.options["max_backoff"])  # fmt: skip
-        _send_alone(broker, retry.ref, backoff, retries=1)
+        send_alone(broker, retry.ref, backoff, retries=1)
     for deferral in report.deferred:
         delay = deferral_for(deferral.postponed).delay or 0
-        _send_alone(broker, deferral.ref, delay, herald_deferrals=1)
-
-
-def _send_alone(broker: dramatiq.Broker, ref: JobRef, delay: int, **options: int) -> None:
-    message = message_for(ref)
-    message = message.copy(options={**message.options, **options})
-    try:
-        broker.enqueue(message, delay=delay)
-    except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
-        logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)
+        send_alone(broker, deferral.ref, delay, herald_deferrals=1)

@@ -6,7 +6,6 @@ own, as `send_emails` does with `send_email`.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import dramatiq
@@ -16,16 +15,14 @@ from dramatiq.middleware import Middleware
 from actors.deferral import deferral_for
 from actors.enrich import retry_delay_ms
 from actors.options import options_for
-from actors.publish import Publisher, message_for
+from actors.publish import Publisher, send_alone
 from herald import db, ledger
 from herald.enrich.ai_async import async_summariser_for
 from herald.enrich.batch import BUDGET_SHARE, EnrichBatchReport, summarise_batch
 from herald.enrich.loop import AILoop
-from herald.ledger import QUEUES, JobRef
+from herald.ledger import QUEUES
 from herald.services import Services
 from monitoring.prometheus import record_batch, record_tokens
-
-logger = logging.getLogger(__name__)
 
 #: Kept clear of the enrich job's time limit once the calls are started: the hand-off and
 #: the publishing that follow.
@@ -86,16 +83,7 @@ def _retry_alone(
     for retry in report.retry:
         _, backoff = compute_backoff(1, factor=enrich.options["min_backoff"],
                                      max_backoff=enrich.options["max_backoff"])  # fmt: skip
-        _send_alone(broker, retry.ref, retry_delay_ms(retry.deadline, backoff), retries=1)
+        send_alone(broker, retry.ref, retry_delay_ms(retry.deadline, backoff), retries=1)
     for deferral in report.deferred:
         delay = deferral_for(deferral.postponed).delay or 0
-        _send_alone(broker, deferral.ref, delay, herald_deferrals=1)
-
-
-def _send_alone(broker: dramatiq.Broker, ref: JobRef, delay: int, **options: int) -> None:
-    message = message_for(ref)
-    message = message.copy(options={**message.options, **options})
-    try:
-        broker.enqueue(message, delay=delay)
-    except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
-        logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)
+        send_alone(broker, deferral.ref, delay, herald_deferrals=1)

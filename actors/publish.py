@@ -49,6 +49,18 @@ def message_for(ref: JobRef) -> dramatiq.Message:
     )
 
 
+def send_alone(broker: dramatiq.Broker, ref: JobRef, delay: int, **options: int) -> None:
+    """Enqueue one job of a batch as a message of its own, after `delay` ms, with extra
+    options (`retries=1` for a retry, `herald_deferrals=1` for a deferral). A message
+    that cannot be sent is left to the sweeper: the job is pending in the ledger."""
+    message = message_for(ref)
+    message = message.copy(options={**message.options, **options})
+    try:
+        broker.enqueue(message, delay=delay)
+    except Exception as exc:  # noqa: BLE001 - the sweeper republishes a pending job
+        logger.error("Could not enqueue job %d alone (%s); the sweeper will", ref.id, exc)
+
+
 class ConfirmingPublisher:
     """Publishes many messages on one confirm-mode channel per thread, then awaits the confirms."""
 
