@@ -12,6 +12,7 @@ from tests.helpers import ROUTES, make_settings, sql
 
 def debounced(window: int, window_max: int | None = None):
     raw = copy.deepcopy(ROUTES)
+    raw["orchestrator"] = {"batch_size": 50}  # 51 changes are claimed in two batches
     raw["routes"][1].update(debounce_seconds=window)
     if window_max is not None:
         raw["routes"][1].update(debounce_max_seconds=window_max)
