@@ -20,8 +20,8 @@ from psycopg.types.json import Jsonb
 
 from herald.config import ConfigError, Settings, parse_address
 from herald.db import DictConnection
-from herald.digests.schedule import ScheduleError, zone
 from herald.headers import FORBIDDEN_IN_HEADERS
+from herald.schedules import ScheduleError, zone
 from herald.sql import queries
 
 __all__ = [

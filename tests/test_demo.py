@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.demo.page import ShownEmail, render_index
+from herald.cli.demo.page import ShownEmail, render_index
 from herald.email.deliver import SUMMARY_OFFLINE
 
 CHANGES = 12

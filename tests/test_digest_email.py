@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from herald.digests.email import render_digest
-from herald.digests.schedule import zone
 from herald.email.view import ChangeView
+from herald.schedules import zone
 from herald.templating import TemplateProblem, check_templates_statically
 
 KATHMANDU = zone("Asia/Kathmandu")

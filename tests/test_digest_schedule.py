@@ -2,7 +2,7 @@
 
 Zones: America/New_York, Europe/London, Australia/Lord_Howe (a 30-minute shift),
 Asia/Kathmandu (+05:45), Africa/Johannesburg (no DST) and UTC. The rules under test
-(herald/digests/schedule.py): strictly increasing, exactly one per period, never at a
+(herald/schedules.py): strictly increasing, exactly one per period, never at a
 local time that does not exist (spring forward: the first valid minute after), once at the
 first occurrence of a repeated time (fall back), month ends clamped and the asked day
 back the month after.
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herald.digests.schedule import (
+from herald.schedules import (
     Schedule,
     ScheduleError,
     due_on,

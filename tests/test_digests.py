@@ -17,8 +17,8 @@ import pytest
 
 from herald.digests import store
 from herald.digests.collect import run_tick
-from herald.digests.schedule import zone
 from herald.recipients import mute
+from herald.schedules import zone
 from orchestrator.sweep import sweep
 from tests.helpers import ROUTES, make_settings, sql
 

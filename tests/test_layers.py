@@ -34,14 +34,15 @@ LAYERS: list[tuple[str, ...]] = [
         "herald.retention",
         "herald.tracking",
         "herald.migrate",
+        "herald.schedules",
     ),
     (
         "herald.enrich",
         "herald.email",
         "herald.templating",
         "orchestrator",
-        # The digest email and its step: a stage (the schedules, the store and the tick
-        # are core: herald.digests).
+        # The digest email and its step: a stage (the store and the tick are core:
+        # herald.digests; the schedules' calendar is herald.schedules).
         "herald.digests.email",
         "herald.digests.deliver",
     ),
@@ -50,7 +51,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("actors",),
     ("herald.web",),
     ("herald.bootstrap",),
-    ("herald.worker", "herald.demo", "herald.cli"),
+    ("herald.worker", "herald.cli.demo", "herald.cli"),
 ]
 LAYER_NAMES = ["core", "stages", "monitoring", "services", "actors", "web", "root", "entry"]
 

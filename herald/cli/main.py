@@ -77,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline in this process, on an embedded PostgreSQL and the StubBroker."""
     import time
 
-    from herald.demo import DemoError, run_demo
+    from herald.cli.demo import DemoError, run_demo
 
     started = time.monotonic()
     try:

@@ -24,7 +24,7 @@ from herald.config.values import (
     Synonyms,
     section,
 )
-from herald.digests.schedule import parse_schedule, zone
+from herald.schedules import parse_schedule, zone
 
 Priority = Literal["urgent", "normal", "low"]
 Mode = Literal["immediate", "digest"]
@@ -130,7 +130,7 @@ class Route:
     #: Columns of the changed row holding more recipients (the old row's for a DELETE).
     recipient_fields: ColumnNames = ()
     #: mode = "digest": the default calendar (`daily 09:00`, `weekly mon 09:00`,
-    #: `monthly 31 09:00`; herald/digests/schedule.py), its timezone (a recipient's own
+    #: `monthly 31 09:00`; herald/schedules.py), its timezone (a recipient's own
     #: timezone wins) and how many notifications one digest lists.
     digest: Schedule | None = None
     digest_timezone: Timezone = "UTC"

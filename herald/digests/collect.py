@@ -36,9 +36,9 @@ from herald import db, ledger
 from herald.config import Settings
 from herald.db import DictConnection
 from herald.digests import store
-from herald.digests.schedule import ScheduleError, latest_due, next_due, parse_schedule, zone
 from herald.ledger import PRIORITIES, JobRef, Publish
 from herald.recipients import add_counters
+from herald.schedules import ScheduleError, latest_due, next_due, parse_schedule, zone
 from herald.sql import queries
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ from herald.breaker import guarded
 from herald.config import DEFAULT_DIGEST_MAX_ITEMS, Settings
 from herald.digests.collect import DIGEST_ITEMS, DIGESTS_SENT, ITEM_BUCKETS, bucket_label
 from herald.digests.email import render_digest
-from herald.digests.schedule import zone
 from herald.digests.store import digest_route
 from herald.email.deliver import envelope_address
 from herald.email.mailer import Mailer
@@ -40,6 +39,7 @@ from herald.enrich.sanitise import restore_summary
 from herald.errors import HeraldError, PermanentError, TransientError
 from herald.ledger import JobContext
 from herald.ratelimit import Postponed
+from herald.schedules import zone
 from herald.sql import queries
 from herald.unsubscribe import unsubscribe_url
 

@@ -19,8 +19,8 @@ from psycopg.types.json import Jsonb
 
 from herald.config import DEFAULT_DIGEST, OPERATIONS, Route, Settings
 from herald.db import DictConnection
-from herald.digests.schedule import ScheduleError, next_due, parse_schedule, zone
 from herald.recipients import RecipientError
+from herald.schedules import ScheduleError, next_due, parse_schedule, zone
 from herald.sql import queries
 
 __all__ = [

@@ -20,13 +20,11 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from herald.bootstrap import bootstrap
-from herald.config import Settings, settings_from_mapping
-from herald.db import connect
-from herald.demo.errors import DemoError
-from herald.demo.output import prepare_output
-from herald.demo.page import write_index
-from herald.demo.postgres import embedded_postgres, require_embedded_postgres
-from herald.demo.report import (
+from herald.cli.demo.errors import DemoError
+from herald.cli.demo.output import prepare_output
+from herald.cli.demo.page import write_index
+from herald.cli.demo.postgres import embedded_postgres, require_embedded_postgres
+from herald.cli.demo.report import (
     Progress,
     drain,
     print_summary,
@@ -35,7 +33,9 @@ from herald.demo.report import (
     summaries_line,
     summary_facts,
 )
-from herald.demo.sample import DEMO_CONFIG, Made, Plan, make_changes, plan_changes
+from herald.cli.demo.sample import DEMO_CONFIG, Made, Plan, make_changes, plan_changes
+from herald.config import Settings, settings_from_mapping
+from herald.db import connect
 from herald.email.mailer import FileMailer
 from herald.environment import read_environment
 from herald.migrate import upgrade

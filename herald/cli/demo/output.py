@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from herald.demo.errors import DemoError
+from herald.cli.demo.errors import DemoError
 
 #: What the demo writes, and all `--force` removes from a folder used before.
 DEMO_FILES = ("[0-9][0-9][0-9][0-9]-*.eml", "index.html")

@@ -12,8 +12,8 @@ from dramatiq.brokers.stub import StubBroker
 from psycopg_pool import ConnectionPool
 
 from herald import db
-from herald.demo.errors import DemoError
-from herald.demo.sample import Made
+from herald.cli.demo.errors import DemoError
+from herald.cli.demo.sample import Made
 
 #: Give up (and say so) rather than hang if the pipeline stalls.
 TIMEOUT_SECONDS = 120.0

@@ -69,7 +69,7 @@ def read_email(path: Path, number: int) -> ShownEmail:
 def render_index(emails: Sequence[ShownEmail], facts: Sequence[tuple[str, str]]) -> str:
     """The page: the run's facts, a table of contents, then each email."""
     env = Environment(
-        loader=PackageLoader("herald.demo", "templates"),
+        loader=PackageLoader("herald.cli.demo", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,

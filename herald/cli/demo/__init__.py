@@ -12,7 +12,7 @@ application and its routes), `postgres`, `output` (the folder), `page` (index.ht
 `report` (progress and summary), `run`.
 """
 
-from herald.demo.errors import DemoError
-from herald.demo.run import run_demo
+from herald.cli.demo.errors import DemoError
+from herald.cli.demo.run import run_demo
 
 __all__ = ["DemoError", "run_demo"]

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from herald.demo.errors import DemoError
+from herald.cli.demo.errors import DemoError
 
 #: What to run when the wheel is missing (it is an extra: the production image needs none).
 INSTALL_HINT = (

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from herald.cli.demo.errors import DemoError
 from herald.db import connect
-from herald.demo.errors import DemoError
 
 MEMBER_RECIPIENT = "membership@demo.invalid"
 CLASS_RECIPIENTS = ("coach@demo.invalid", "front-desk@demo.invalid")
