@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "herald.tracking",
         "herald.migrate",
         "herald.schedules",
+        "herald.batches",
     ),
     (
         "herald.enrich",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
+from herald.batches import BatchOutcome, Deferral
 from herald.config import Settings
 from herald.email.deliver import DeliveryOutcome, send_notification_email
 from herald.email.mailer import Mailer
@@ -66,31 +67,12 @@ class Retry:
         return self.ref.id
 
 
-@dataclass(frozen=True)
-class Deferral:
-    """A job put off (circuit open, rate limit): pending, to run alone after `postponed`."""
-
-    ref: JobRef
-    postponed: Postponed
-
-    @property
-    def job_id(self) -> int:
-        return self.ref.id
-
-
 @dataclass
-class BatchReport:
-    """What became of each job of a batch (every started job is in exactly one list)."""
+class BatchReport(BatchOutcome):
+    """What became of each job of an email batch (every started job is in one list)."""
 
     sent: list[Sent] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)  # (job id, reason)
     retry: list[Retry] = field(default_factory=list)
-    deferred: list[Deferral] = field(default_factory=list)
-    #: Not tried: publish them again, alone (after a failure) or as a batch (time budget).
-    handed_back: list[JobRef] = field(default_factory=list)
-    hand_back_alone: bool = False
-    #: Jobs of the message that did not start (canceled, superseded, done): their status.
-    not_started: dict[int, str] = field(default_factory=dict)
 
 
 def send_batch(

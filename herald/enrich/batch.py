@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
+from herald.batches import BatchOutcome, Deferral
 from herald.breaker import breaker_for, guarded_async
 from herald.config import Settings
 from herald.enrich.ai import Summary
@@ -87,31 +88,12 @@ class Retry:
         return self.ref.id
 
 
-@dataclass(frozen=True)
-class Deferral:
-    """A job put off (rate limit; circuit open on a hold route): pending, to run alone."""
-
-    ref: JobRef
-    postponed: Postponed
-
-    @property
-    def job_id(self) -> int:
-        return self.ref.id
-
-
 @dataclass
-class EnrichBatchReport:
-    """What became of each job of a batch (every started job is in exactly one list)."""
+class EnrichBatchReport(BatchOutcome):
+    """What became of each job of an enrich batch (every started job is in one list)."""
 
     handed_off: list[HandedOff] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)  # (job id, reason)
     retry: list[Retry] = field(default_factory=list)
-    deferred: list[Deferral] = field(default_factory=list)
-    #: Not tried: publish them again, alone (breaker not closed) or as a batch (time budget).
-    handed_back: list[JobRef] = field(default_factory=list)
-    hand_back_alone: bool = False
-    #: Jobs of the message that did not start (canceled, superseded, done): their status.
-    not_started: dict[int, str] = field(default_factory=dict)
     #: The email jobs the hand-off wrote, to publish together.
     email_jobs: list[JobRef] = field(default_factory=list)
     #: The model's summaries (their tokens are counted).
