@@ -8,14 +8,13 @@ fails in a batch is retried here as a `send_email` message of its own.
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.common import compute_backoff
 
-from actors.deferral import deferral_for, deferring
+from actors.batches import first_retry_backoff_ms, settle
+from actors.deferral import deferring
 from actors.ledger_middleware import complete, start
 from actors.options import options_for
 from actors.publish import Publisher, send_alone
-from herald import db, ledger
-from herald.email.batch import BUDGET_SHARE, BatchReport, send_batch
+from herald.email.batch import BUDGET_SHARE, send_batch
 from herald.email.deliver import send_notification_email
 from herald.services import Services
 from monitoring.prometheus import record_batch, record_delivery
@@ -50,26 +49,8 @@ def declare(
         for sent in report.sent:
             record_delivery(sent.outcome)
         record_batch(report)
-        _retry_alone(broker, send_email, report)
-        if report.handed_back:
-            with db.connection(pool) as conn:
-                ledger.publish_and_mark(
-                    conn, report.handed_back,
-                    lambda refs: publish(refs, batch=not report.hand_back_alone),
-                )  # fmt: skip
+        for retry in report.retry:  # failed transiently: retried alone, as Retries would
+            send_alone(broker, retry.ref, first_retry_backoff_ms(send_email), retries=1)
+        settle(broker, pool, publish, report)
 
     return send_email, send_emails
-
-
-def _retry_alone(broker: dramatiq.Broker, send_email: dramatiq.Actor, report: BatchReport) -> None:
-    """Send each failed or deferred job of the batch as a `send_email` message of its own,
-    delayed as Retries (first retry) or a deferral would. A message that cannot be sent is
-    left to the sweeper: the job is pending in the ledger."""
-    for retry in report.retry:
-        # As Retries computes a first retry's backoff, from the actor's current options.
-        _, backoff = compute_backoff(1, factor=send_email.options["min_backoff"],
-                                     max_backoff=send_email.options["max_backoff"])  # fmt: skip
-        send_alone(broker, retry.ref, backoff, retries=1)
-    for deferral in report.deferred:
-        delay = deferral_for(deferral.postponed).delay or 0
-        send_alone(broker, deferral.ref, delay, herald_deferrals=1)

@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
-from dramatiq.common import compute_backoff
 from dramatiq.middleware import Middleware
 
-from actors.deferral import deferral_for
+from actors.batches import first_retry_backoff_ms, settle
 from actors.enrich import retry_delay_ms
 from actors.options import options_for
 from actors.publish import Publisher, send_alone
 from herald import db, ledger
 from herald.enrich.ai_async import async_summariser_for
-from herald.enrich.batch import BUDGET_SHARE, EnrichBatchReport, summarise_batch
+from herald.enrich.batch import BUDGET_SHARE, summarise_batch
 from herald.enrich.loop import AILoop
 from herald.ledger import QUEUES
 from herald.services import Services
@@ -62,28 +61,9 @@ def declare(
         record_batch(report, "enrich", QUEUES["enrich"])
         with db.connection(pool) as conn:
             ledger.publish_and_mark(conn, report.email_jobs, publish)  # as email batches
-        _retry_alone(broker, enrich, report)
-        if report.handed_back:
-            with db.connection(pool) as conn:
-                ledger.publish_and_mark(
-                    conn, report.handed_back,
-                    lambda refs: publish(refs, batch=not report.hand_back_alone),
-                )  # fmt: skip
+        for retry in report.retry:  # alone, as the enrich actor delays its own retry
+            delay = retry_delay_ms(retry.deadline, first_retry_backoff_ms(enrich))
+            send_alone(broker, retry.ref, delay, retries=1)
+        settle(broker, pool, publish, report)
 
     return enrich_batch
-
-
-def _retry_alone(
-    broker: dramatiq.Broker, enrich: dramatiq.Actor, report: EnrichBatchReport
-) -> None:
-    """Send each failed or deferred job of the batch as an `enrich` message of its own,
-    delayed as the `enrich` actor would delay its own retry (a first retry's backoff, capped
-    by the email's deadline) or deferral. A message that cannot be sent is left to the
-    sweeper: the job is pending in the ledger."""
-    for retry in report.retry:
-        _, backoff = compute_backoff(1, factor=enrich.options["min_backoff"],
-                                     max_backoff=enrich.options["max_backoff"])  # fmt: skip
-        send_alone(broker, retry.ref, retry_delay_ms(retry.deadline, backoff), retries=1)
-    for deferral in report.deferred:
-        delay = deferral_for(deferral.postponed).delay or 0
-        send_alone(broker, deferral.ref, delay, herald_deferrals=1)
