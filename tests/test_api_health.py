@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from herald.web.app import create_app
 from herald.web.broker import AmqpProbe
+from herald.web.health import queue_names
 from tests.api_fixtures import Api, api, herald_app, seeded  # noqa: F401 - fixtures
 from tests.services import free_port
 
@@ -136,3 +137,14 @@ def test_the_probe_redials_a_connection_the_broker_closed(rabbitmq_url) -> None:
         probe.ping()  # the channel the 404 closed is reopened
     finally:
         probe.close()
+
+
+def test_on_quorum_queues_health_names_each_priority_level_of_enrich_and_email() -> None:
+    classic, quorum = queue_names("classic"), queue_names("quorum")
+    assert {"email", "email.DQ", "email.XQ"} <= set(classic)
+    assert not {name for name in classic if ".urgent" in name or ".low" in name}
+    for queue in ("enrich", "email"):  # the queues whose jobs carry a priority
+        assert {f"{queue}.urgent", f"{queue}.urgent.DQ", queue, f"{queue}.DQ",
+                f"{queue}.low", f"{queue}.low.DQ", f"{queue}.XQ"} <= set(quorum)  # fmt: skip
+    assert "orchestrate.urgent" not in quorum and "orchestrate.XQ" in quorum
+    assert len(set(quorum)) == len(quorum)

@@ -16,7 +16,7 @@ from herald.web.auth import Principal
 from herald.web.broker import BrokerDown
 from herald.web.changes_in import max_body_bytes, parse_body, read_change
 from herald.web.deps import BIGINT_MAX, database, probe, services
-from herald.web.health import QUEUES
+from herald.web.health import queue_names
 from herald.web.models import (
     ChangeAccepted,
     ChangeTrace,
@@ -129,7 +129,8 @@ def stats(
     with database(request) as conn:
         figures = jobs_api.stats(conn, hours=hours)
     try:
-        figures["queues"] = [q.__dict__ for q in probe(request).depths(QUEUES)]
+        queues = queue_names(services(request).settings.broker.queue_type)
+        figures["queues"] = [q.__dict__ for q in probe(request).depths(queues)]
     except BrokerDown as exc:
         figures["queues"] = None
         figures["queues_error"] = f"RabbitMQ unreachable ({exc})"

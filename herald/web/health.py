@@ -21,7 +21,9 @@ import psycopg_pool
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from actors.quorum import LEVELS
 from herald import sql
+from herald.ledger import ACTOR_QUEUES
 from herald.web.broker import BrokerDown, BrokerProbe
 from herald.web.models import Health, Liveness
 from herald.web.nodes import node_statuses
@@ -53,12 +55,19 @@ WARN_UNCLAIMED = 1_000
 WARN_OLDEST_UNCLAIMED_SECONDS = 180.0
 WARN_ORCHESTRATOR_SILENT_SECONDS = 300.0
 
-#: Every queue Herald's actors use, with Dramatiq's delay (.DQ) and dead-letter (.XQ) ones.
-QUEUES = tuple(
-    name
-    for queue in sorted(set(KNOWN_ACTORS.values()))
-    for name in (queue, f"{queue}.DQ", f"{queue}.XQ")
-)
+
+def queue_names(queue_type: str = "classic") -> tuple[str, ...]:
+    """Every queue Herald's actors use, with Dramatiq's delay (.DQ) and dead-letter (.XQ)
+    ones; on quorum queues also each priority level's queue and its .DQ (`email.urgent`,
+    `email.low`: actors/quorum.py), which share the logical queue's .XQ."""
+    names: list[str] = []
+    for queue in sorted(set(KNOWN_ACTORS.values())):
+        split = queue_type == "quorum" and queue in ACTOR_QUEUES.values()
+        for _, suffix in LEVELS if split else (("normal", ""),):
+            names += [f"{queue}{suffix}", f"{queue}{suffix}.DQ"]
+        names.append(f"{queue}.XQ")
+    return tuple(names)
+
 
 router = APIRouter(tags=["health"])
 
@@ -136,10 +145,12 @@ def database_checks(
     return checks, found
 
 
-def broker_checks(probe: BrokerProbe, *, depths: bool) -> dict[str, list[dict[str, Any]]]:
+def broker_checks(
+    probe: BrokerProbe, *, depths: bool, queue_type: str = "classic"
+) -> dict[str, list[dict[str, Any]]]:
     try:
         _, ms = _timed(probe.ping)
-        queues = probe.depths(QUEUES) if depths else []
+        queues = probe.depths(queue_names(queue_type)) if depths else []
     except BrokerDown as exc:
         return {
             "rabbitmq:responseTime": [
@@ -225,7 +236,8 @@ def ledger_checks(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def health_document(services: WebServices, probe: BrokerProbe) -> dict[str, Any]:
     db, figures = database_checks(services, figures=True)
-    checks = {**db, **broker_checks(probe, depths=True), **ledger_checks(figures),
+    depths = broker_checks(probe, depths=True, queue_type=services.settings.broker.queue_type)
+    checks = {**db, **depths, **ledger_checks(figures),
               **node_checks(services.settings.broker_url)}  # fmt: skip
     status = _worst([c["status"] for entries in checks.values() for c in entries])
     return {
