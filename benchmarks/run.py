@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -142,15 +143,37 @@ def median_of(runs: int, fn: Callable[[], dict], key: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = sizes(args.quick)
-    want = set(args.only or ["ceiling", "orchestrator", "e2e_off", "e2e_ai", "latency", "soak",
-                             "seeds", "defaults"])  # fmt: skip
+    want = set(args.only or DEFAULT_SCENARIOS)
     began = time.perf_counter()
     out: dict = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
         "machine": machine(), "sizes": size, "targets": TARGETS, "scenarios": {},
+        "settings": worker_shapes(args),
     }  # fmt: skip
-    out["settings"] = {
+    with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
+        print("starting PostgreSQL, RabbitMQ, SMTP sink, OpenAI-compatible server ...", flush=True)
+        run = Run(Services.start(Path(tmp)), Path(tmp), args, size, out["scenarios"])
+        try:
+            out["versions"] = versions(run.svc)
+            for names, scenario in SCENARIOS:
+                if want & names:
+                    scenario(run, want)
+        finally:
+            run.svc.stop()
+    out["elapsed_seconds"] = round(time.perf_counter() - began, 1)
+    out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["summary"] = summarise(out["scenarios"])
+    out["table"] = render(out)
+    print()
+    print(out["table"])
+    write(out, args.out)
+    return 0
+
+
+def worker_shapes(args: argparse.Namespace) -> dict:
+    """The knobs of this run, for the results file."""
+    return {
         "runs": args.runs, "batch_size": args.batch_size, "email_batch": args.email_batch,
         "ai_latency_s": args.ai_latency,
         "ai_off_workers": scenarios.worker_settings(args.processes, args.threads, args.prefetch,
@@ -163,144 +186,157 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "ceiling_workers": scenarios.worker_settings(args.processes, args.threads, None, None),
     }  # fmt: skip
-    res = out["scenarios"]
-    with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-        print("starting PostgreSQL, RabbitMQ, SMTP sink, OpenAI-compatible server ...", flush=True)
-        svc = Services.start(Path(tmp))
-        try:
-            out["versions"] = versions(svc)
-            if "ceiling" in want:
-                print(f"ceiling: no-op actor, {args.processes} x {args.threads}", flush=True)
-                res["ceiling"] = median_of(args.runs, lambda: scenarios.ceiling(
-                    svc, messages=size["ceiling"], processes=args.processes,
-                    threads=args.threads), "drain_per_s")  # fmt: skip
-            if "orchestrator" in want:
-                print(f"orchestrator: {size['orchestrator']} changes, batch {args.batch_size}",
-                      flush=True)  # fmt: skip
-                db = svc.database()
-                res["orchestrator"] = median_of(
-                    args.runs,
-                    lambda: scenarios.orchestrator(
-                        svc,
-                        db,
-                        changes=size["orchestrator"],
-                        batch_size=args.batch_size,
-                        email_batch=args.email_batch,
-                    ),
-                    "per_s",
-                )
-                svc.drop(db)
-            if want & {"e2e_off", "latency", "soak"}:
-                db = svc.database()
-                env = svc.env(db, svc.vhost(), batch_size=args.batch_size, ai_latency=0.0,
-                              email_batch=args.email_batch,
-                              extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
-                group = WorkerGroup(env, scenarios.path_for_log(Path(tmp), "workers-off"),
-                                    processes=args.processes, threads=args.threads)  # fmt: skip
-                try:
-                    scenarios.end_to_end(svc, db, table="bench_plain", changes=500)  # warm-up
-                    if "e2e_off" in want:
-                        print(f"end to end, AI off: {size['e2e_off']} changes", flush=True)
-                        res["e2e_ai_off"] = median_of(
-                            args.runs,
-                            lambda: scenarios.end_to_end(
-                                svc, db, table="bench_plain", changes=size["e2e_off"]
-                            ),
-                            "per_s",
-                        )
-                    if "latency" in want:
-                        print(f"latency at 50 changes/s for {size['latency_seconds']} s",
-                              flush=True)  # fmt: skip
-                        res["latency"] = scenarios.latency(
-                            svc, db, rate=50, seconds=size["latency_seconds"]
-                        )
-                        print(f"    p50={res['latency']['p50_s']:.3f}s "
-                              f"p99={res['latency']['p99_s']:.3f}s", flush=True)  # fmt: skip
-                    if "soak" in want:
-                        print(f"soak: {size['soak']} changes", flush=True)
-                        res["soak"] = scenarios.soak(
-                            svc, db, group, changes=size["soak"], chunks=size["soak_chunks"]
-                        )
-                        print(f"    RSS {res['soak']['rss_start_mb']} -> "
-                              f"{res['soak']['rss_end_mb']} MB", flush=True)  # fmt: skip
-                finally:
-                    group.stop()
-                    svc.drop(db)
-            if "e2e_ai" in want:
-                db = svc.database()
-                env = svc.env(db, svc.vhost(), batch_size=args.batch_size,
-                              ai_latency=args.ai_latency, email_batch=args.email_batch,
-                              extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
-                print(f"end to end, AI at {args.ai_latency * 1000:.0f} ms: {size['e2e_ai']} "
-                      f"changes; enrich {args.ai_processes} x {args.ai_threads}, the rest "
-                      f"{args.processes} x {args.threads}", flush=True)  # fmt: skip
-                # As deployed for an AI route: the enrich queue in workers of its own with
-                # threads ~ throughput x AI latency; every other queue in the regular workers.
-                shapes = [
-                    ("workers-enrich", args.ai_processes, args.ai_threads, scenarios.AI_QUEUES),
-                    ("workers-rest", args.processes, args.threads, scenarios.OTHER_QUEUES),
-                ]
-                groups = [
-                    WorkerGroup(env, scenarios.path_for_log(Path(tmp), name), processes=p,
-                                threads=t, queues=queues)
-                    for name, p, t, queues in shapes
-                ]  # fmt: skip
-                try:
-                    scenarios.end_to_end(svc, db, table="bench_ai", changes=300)  # warm-up
-                    res["e2e_ai"] = median_of(
-                        args.runs,
-                        lambda: scenarios.end_to_end(
-                            svc, db, table="bench_ai", changes=size["e2e_ai"]
-                        ),
-                        "per_s",
-                    )
-                finally:
-                    for group in groups:
-                        group.stop()
-                    svc.drop(db)
-            if "defaults" in want:
-                print(f"defaults: untouched herald.toml, {defaults.PROCESSES} x "
-                      f"{defaults.THREADS}; ceiling, {size['defaults']} changes AI off, "
-                      f"{size['defaults_ai']} AI {args.ai_latency * 1000:.0f} ms, interleaved",
-                      flush=True)  # fmt: skip
-                res["defaults"] = defaults.defaults(
-                    svc, Path(tmp), changes=size["defaults"], ai_changes=size["defaults_ai"],
-                    ceiling_messages=size["ceiling"], runs=args.runs,
-                    processes=defaults.PROCESSES, threads=defaults.THREADS,
-                    ai_latency=args.ai_latency,
-                )  # fmt: skip
-            if "quorum" in want:
-                print(f"quorum against classic: {size['e2e_off']} changes per run, AI off; "
-                      "a three-node cluster starts", flush=True)  # fmt: skip
-                res["quorum"] = scenarios.quorum_vs_classic(
-                    svc, Path(tmp), changes=size["e2e_off"], runs=args.runs,
-                    processes=args.processes, threads=args.threads,
-                    batch_size=args.batch_size, email_batch=args.email_batch,
-                    prefetch=args.prefetch,
-                )  # fmt: skip
-            if "seeds" in want:
-                print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
-                db = svc.database()
-                res["seeds"] = scenarios.seeds(
-                    svc, db, changes=size["seeds"], ai_latency=args.ai_latency
-                )
-        finally:
-            svc.stop()
-    out["elapsed_seconds"] = round(time.perf_counter() - began, 1)
-    out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out["summary"] = summarise(res)
-    table = render(out)
-    print()
-    print(table)
-    out["table"] = table
-    args.out.mkdir(parents=True, exist_ok=True)
+
+
+def write(out: dict, folder: Path) -> None:
+    """`results/<timestamp>.json` and `results/latest.json`."""
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     text = json.dumps(out, indent=2, default=float)
-    (args.out / f"{stamp}.json").write_text(text)
-    (args.out / "latest.json").write_text(text)
-    print(f"\nwritten {args.out / (stamp + '.json')} (and latest.json) "
+    (folder / f"{stamp}.json").write_text(text)
+    (folder / "latest.json").write_text(text)
+    print(f"\nwritten {folder / (stamp + '.json')} (and latest.json) "
           f"in {out['elapsed_seconds']} s")  # fmt: skip
-    return 0
+
+
+@dataclass
+class Run:
+    """What every scenario needs: the services, a scratch folder, the knobs and sizes, and
+    the results dict it adds its figures to."""
+
+    svc: Services
+    tmp: Path
+    args: argparse.Namespace
+    size: dict[str, int]
+    res: dict
+
+
+def run_ceiling(run: Run, want: set[str]) -> None:
+    args = run.args
+    print(f"ceiling: no-op actor, {args.processes} x {args.threads}", flush=True)
+    run.res["ceiling"] = median_of(args.runs, lambda: scenarios.ceiling(
+        run.svc, messages=run.size["ceiling"], processes=args.processes,
+        threads=args.threads), "drain_per_s")  # fmt: skip
+
+
+def run_orchestrator(run: Run, want: set[str]) -> None:
+    args, changes = run.args, run.size["orchestrator"]
+    print(f"orchestrator: {changes} changes, batch {args.batch_size}", flush=True)
+    db = run.svc.database()
+    run.res["orchestrator"] = median_of(args.runs, lambda: scenarios.orchestrator(
+        run.svc, db, changes=changes, batch_size=args.batch_size,
+        email_batch=args.email_batch), "per_s")  # fmt: skip
+    run.svc.drop(db)
+
+
+def run_ai_off(run: Run, want: set[str]) -> None:
+    """e2e_off, latency and soak: one database and one worker group, AI off."""
+    svc, args, size, res = run.svc, run.args, run.size, run.res
+    db = svc.database()
+    env = svc.env(db, svc.vhost(), batch_size=args.batch_size, ai_latency=0.0,
+                  email_batch=args.email_batch,
+                  extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
+    group = WorkerGroup(env, scenarios.path_for_log(run.tmp, "workers-off"),
+                        processes=args.processes, threads=args.threads)  # fmt: skip
+    try:
+        scenarios.end_to_end(svc, db, table="bench_plain", changes=500)  # warm-up
+        if "e2e_off" in want:
+            print(f"end to end, AI off: {size['e2e_off']} changes", flush=True)
+            res["e2e_ai_off"] = median_of(args.runs, lambda: scenarios.end_to_end(
+                svc, db, table="bench_plain", changes=size["e2e_off"]), "per_s")  # fmt: skip
+        if "latency" in want:
+            print(f"latency at 50 changes/s for {size['latency_seconds']} s", flush=True)
+            res["latency"] = scenarios.latency(svc, db, rate=50, seconds=size["latency_seconds"])
+            print(f"    p50={res['latency']['p50_s']:.3f}s "
+                  f"p99={res['latency']['p99_s']:.3f}s", flush=True)  # fmt: skip
+        if "soak" in want:
+            print(f"soak: {size['soak']} changes", flush=True)
+            res["soak"] = scenarios.soak(svc, db, group, changes=size["soak"],
+                                         chunks=size["soak_chunks"])  # fmt: skip
+            print(f"    RSS {res['soak']['rss_start_mb']} -> "
+                  f"{res['soak']['rss_end_mb']} MB", flush=True)  # fmt: skip
+    finally:
+        group.stop()
+        svc.drop(db)
+
+
+def run_ai_tuned(run: Run, want: set[str]) -> None:
+    """e2e_ai as deployed in earlier rounds: the enrich queue in workers of its own with
+    threads ~ throughput x AI latency; every other queue in the regular workers."""
+    svc, args = run.svc, run.args
+    db = svc.database()
+    env = svc.env(db, svc.vhost(), batch_size=args.batch_size,
+                  ai_latency=args.ai_latency, email_batch=args.email_batch,
+                  extra=scenarios.prefetch_env(args.prefetch))  # fmt: skip
+    print(f"end to end, AI at {args.ai_latency * 1000:.0f} ms: {run.size['e2e_ai']} "
+          f"changes; enrich {args.ai_processes} x {args.ai_threads}, the rest "
+          f"{args.processes} x {args.threads}", flush=True)  # fmt: skip
+    shapes = [
+        ("workers-enrich", args.ai_processes, args.ai_threads, scenarios.AI_QUEUES),
+        ("workers-rest", args.processes, args.threads, scenarios.OTHER_QUEUES),
+    ]
+    groups = [
+        WorkerGroup(env, scenarios.path_for_log(run.tmp, name), processes=p, threads=t,
+                    queues=queues)
+        for name, p, t, queues in shapes
+    ]  # fmt: skip
+    try:
+        scenarios.end_to_end(svc, db, table="bench_ai", changes=300)  # warm-up
+        run.res["e2e_ai"] = median_of(args.runs, lambda: scenarios.end_to_end(
+            svc, db, table="bench_ai", changes=run.size["e2e_ai"]), "per_s")  # fmt: skip
+    finally:
+        for group in groups:
+            group.stop()
+        svc.drop(db)
+
+
+def run_defaults(run: Run, want: set[str]) -> None:
+    args, size = run.args, run.size
+    print(f"defaults: untouched herald.toml, {defaults.PROCESSES} x "
+          f"{defaults.THREADS}; ceiling, {size['defaults']} changes AI off, "
+          f"{size['defaults_ai']} AI {args.ai_latency * 1000:.0f} ms, interleaved",
+          flush=True)  # fmt: skip
+    run.res["defaults"] = defaults.defaults(
+        run.svc, run.tmp, changes=size["defaults"], ai_changes=size["defaults_ai"],
+        ceiling_messages=size["ceiling"], runs=args.runs,
+        processes=defaults.PROCESSES, threads=defaults.THREADS,
+        ai_latency=args.ai_latency,
+    )  # fmt: skip
+
+
+def run_quorum(run: Run, want: set[str]) -> None:
+    args = run.args
+    print(f"quorum against classic: {run.size['e2e_off']} changes per run, AI off; "
+          "a three-node cluster starts", flush=True)  # fmt: skip
+    run.res["quorum"] = scenarios.quorum_vs_classic(
+        run.svc, run.tmp, changes=run.size["e2e_off"], runs=args.runs,
+        processes=args.processes, threads=args.threads,
+        batch_size=args.batch_size, email_batch=args.email_batch,
+        prefetch=args.prefetch,
+    )  # fmt: skip
+
+
+def run_seeds(run: Run, want: set[str]) -> None:
+    print("seeds' design: synchronous loop, AI and SMTP inline", flush=True)
+    db = run.svc.database()
+    run.res["seeds"] = scenarios.seeds(
+        run.svc, db, changes=run.size["seeds"], ai_latency=run.args.ai_latency
+    )
+
+
+#: The scenarios in the order they run: the `--only` names each answers to, and how.
+SCENARIOS: list[tuple[set[str], Callable[[Run, set[str]], None]]] = [
+    ({"ceiling"}, run_ceiling),
+    ({"orchestrator"}, run_orchestrator),
+    ({"e2e_off", "latency", "soak"}, run_ai_off),
+    ({"e2e_ai"}, run_ai_tuned),
+    ({"defaults"}, run_defaults),
+    ({"quorum"}, run_quorum),
+    ({"seeds"}, run_seeds),
+]
+#: What runs without `--only` (quorum starts a cluster: only when named).
+DEFAULT_SCENARIOS = ["ceiling", "orchestrator", "e2e_off", "e2e_ai", "latency", "soak", "seeds",
+                     "defaults"]  # fmt: skip
 
 
 def summarise(res: dict) -> dict:
