@@ -67,9 +67,19 @@ def summary_for(summary_row: dict | None) -> tuple[str | None, str | None]:
 
 
 def send_notification_email(
-    ctx: JobContext, pool: ConnectionPool, settings: Settings, mailer: Mailer
+    ctx: JobContext,
+    pool: ConnectionPool,
+    settings: Settings,
+    mailer: Mailer,
+    *,
+    conn: db.DictConnection | None = None,
 ) -> DeliveryOutcome:
-    """Render and send one job's email; idempotent across redeliveries and retries."""
+    """Render and send one job's email; idempotent across redeliveries and retries.
+
+    `conn`: a pooled connection in autocommit mode that the caller holds for several
+    emails (an email batch: one checkout a batch instead of one an email); without it,
+    one is checked out for this email.
+    """
     job, notification = ctx.job, ctx.notification
     changes, summary_row = ctx.changes, ctx.summary
     if notification is None:
@@ -112,7 +122,8 @@ def send_notification_email(
                          note="; ".join(rendered.warnings) or None)  # fmt: skip
 
     # Autocommit: each statement below is its own transaction, one round trip each.
-    with db.autocommit(pool) as conn:
+    held = contextlib.nullcontext(conn) if conn is not None else db.autocommit(pool)
+    with held as conn:
         if breaker_state == "closed" and limiter_for(settings, "smtp") is None:
             return _send_fast(conn, pool, settings, mailer, delivery)
         got = conn.execute(queries["try_delivery_lock"], {"key": delivery.lock_key}).fetchone()
