@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from herald.changes import Change
 from herald.db import DictConnection, DictRow
@@ -187,55 +188,73 @@ def start_many(
 ) -> tuple[list[JobContext], dict[int, str]]:
     """Start a batch of jobs in one statement: (the contexts started, in id order; the
     status of each job that must not run). Unknown ids are in neither."""
-    rows = conn.execute(queries["job_start_load"], {"ids": list(job_ids)}).fetchall()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(queries["job_start_load"], {"ids": list(job_ids)}).fetchall()
+        at = _Positions({column.name: i for i, column in enumerate(cur.description or ())})
     started: list[JobContext] = []
     not_started: dict[int, str] = {}
-    for job_rows in _by_job(rows):
+    for job_rows in _by_job(rows, at.job_id):
         first = job_rows[0]
-        if first["started"]:
-            started.append(_context(job_rows))
+        if first[at.started]:
+            started.append(_context(job_rows, at))
         else:
-            not_started[first["job_id"]] = first["found_status"]
+            not_started[first[at.job_id]] = first[at.found_status]
     return started, not_started
 
 
-def _by_job(rows: Sequence[DictRow]) -> list[list[DictRow]]:
+class _Positions:
+    """Where each of `job_start_load`'s columns is in a row: rows come as tuples, read by
+    position (a dict per row, and keys built per job, were a worker's hot spot)."""
+
+    def __init__(self, index: dict[str, int]) -> None:
+        self.job_id, self.started = index["job_id"], index["started"]
+        self.found_status, self.n_id, self.sm_status = (
+            index["found_status"], index["n_id"], index["sm_status"])  # fmt: skip
+        self.breakers, self.change_id = index["breakers"], index["id"]
+        self.job = tuple((key, index[column]) for key, column in _JOB_COLUMNS)
+        self.notification = tuple((key, index[f"n_{key}"]) for key in _NOTIFICATION_KEYS)
+        self.summary = tuple((key, index[f"sm_{key}"]) for key in _SUMMARY_KEYS)
+        self.change = tuple(index[key] for key in _CHANGE_COLUMNS)
+
+
+#: JobContext.job's keys -> job_start_load's columns.
+_JOB_COLUMNS = (
+    ("id", "job_id"), ("actor", "job_actor"), ("notification_id", "notification_id"),
+    ("change_id", "job_change_id"), ("recipient", "recipient"),
+    ("message_id", "job_message_id"), ("priority", "job_priority"),
+    ("table_columns", "table_columns"),  # the email lists columns in this order
+)  # fmt: skip
+_NOTIFICATION_KEYS = ("id", "route", "table_name", "row_pk", "change_ids", "recipients", "ai",
+                      "on_ai_failure", "priority", "created_at", "due_for_seconds")  # fmt: skip
+_SUMMARY_KEYS = ("status", "summary", "model", "aliases", "error")
+#: Change's fields, in order.
+_CHANGE_COLUMNS = ("id", "table_name", "operation", "row_pk", "old_row", "new_row", "changed_at")
+
+
+def _by_job(rows: Sequence[tuple[Any, ...]], job_id: int) -> list[list[tuple[Any, ...]]]:
     """`job_start_load`'s rows (in job id order) split into one list per job."""
-    groups: list[list[DictRow]] = []
+    groups: list[list[tuple[Any, ...]]] = []
     for row in rows:
-        if groups and groups[-1][0]["job_id"] == row["job_id"]:
+        if groups and groups[-1][0][job_id] == row[job_id]:
             groups[-1].append(row)
         else:
             groups.append([row])
     return groups
 
 
-def _context(rows: Sequence[DictRow]) -> JobContext:
+def _context(rows: Sequence[tuple[Any, ...]], at: _Positions) -> JobContext:
     first = rows[0]
-    job = {
-        "id": first["job_id"],
-        "status": "running",
-        "actor": first["job_actor"],
-        "notification_id": first["notification_id"],
-        "change_id": first["job_change_id"],
-        "recipient": first["recipient"],
-        "message_id": str(first["job_message_id"]),
-        "priority": first["job_priority"],
-        "table_columns": first["table_columns"],  # the email lists columns in this order
-    }
+    job = {key: first[i] for key, i in at.job}
+    job["status"] = "running"
     notification = None
-    if first["n_id"] is not None:
-        notification = {
-            key: first[f"n_{key}"]
-            for key in ("id", "route", "table_name", "row_pk", "change_ids", "recipients", "ai",
-                        "on_ai_failure", "priority", "created_at", "due_for_seconds")
-        }  # fmt: skip
+    if first[at.n_id] is not None:
+        notification = {key: first[i] for key, i in at.notification}
     summary = None
-    if first["sm_status"] is not None:
-        summary = {key: first[f"sm_{key}"] for key in ("status", "summary", "model", "aliases",
-                                                       "error")}  # fmt: skip
-    changes = [Change.from_row(r) for r in rows if r["id"] is not None]
-    return JobContext(first["job_id"], job, notification, changes, summary, first["breakers"] or {})
+    if first[at.sm_status] is not None:
+        summary = {key: first[i] for key, i in at.summary}
+    change_id, fields = at.change_id, at.change
+    changes = [Change(*[r[i] for i in fields]) for r in rows if r[change_id] is not None]
+    return JobContext(job["id"], job, notification, changes, summary, first[at.breakers] or {})
 
 
 def complete(conn: psycopg.Connection[Any], job_id: int) -> None:

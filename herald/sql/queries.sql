@@ -137,16 +137,18 @@ SELECT id, message_id, actor, queue, priority
 -- Rows come in job id order. A job that must not run comes back as one row with
 -- started = false and its status (nothing else loaded); an unknown job as no row. The
 -- SELECT reads the snapshot from before the UPDATE, so found_status is the status the job
--- had.
+-- had. "Not finished" (rather than "pending or running") is a test no index answers, so
+-- the jobs are found by id whatever the statistics say of open jobs (migration 0010).
 WITH started AS (
     UPDATE herald.jobs
        SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), eta = NULL
-     WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running')
+     WHERE id = ANY(%(ids)s::bigint[])
+       AND status NOT IN ('complete', 'failed', 'canceled', 'superseded')
     RETURNING id, attempts
 )
 SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
        s.attempts AS job_attempts, j.notification_id, j.change_id AS job_change_id, j.recipient,
-       j.message_id AS job_message_id, j.priority AS job_priority, j.actor AS job_actor,
+       j.message_id::text AS job_message_id, j.priority AS job_priority, j.actor AS job_actor,
        n.id AS n_id, n.route AS n_route, n.table_name AS n_table_name, n.row_pk AS n_row_pk,
        n.change_ids AS n_change_ids, n.recipients AS n_recipients, n.ai AS n_ai,
        n.on_ai_failure AS n_on_ai_failure, n.priority AS n_priority,
@@ -171,9 +173,14 @@ SELECT j.id AS job_id, j.status AS found_status, s.id IS NOT NULL AS started,
  ORDER BY j.id, c.id;
 
 -- name: job_complete
+-- "running" is written as "none of the others" here and in the statements below: a test
+-- no index answers, so the job is found by its id. `status = 'running'` let PostgreSQL,
+-- when its statistics saw no running job, pick jobs_status_idx and read every running job
+-- from the heap to test its id (hundreds while email batches run).
 UPDATE herald.jobs
    SET status = 'complete', finished_at = clock_timestamp()
- WHERE id = %(id)s AND status = 'running';
+ WHERE id = %(id)s
+   AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded');
 
 -- name: jobs_handed_back
 -- Jobs a batch started but did not try (its time budget was spent, or an earlier job in it
@@ -181,13 +188,16 @@ UPDATE herald.jobs
 UPDATE herald.jobs
    SET status = 'pending', attempts = greatest(attempts - 1, 0), last_error = %(reason)s,
        published_at = NULL
- WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running'
+ WHERE id = ANY(%(ids)s::bigint[])
+   AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded')
 RETURNING id, message_id, actor, queue, priority;
 
 -- name: job_retrying
+-- Running (written as in job_complete).
 UPDATE herald.jobs
    SET status = 'pending', last_error = %(error)s
- WHERE id = %(id)s AND status = 'running';
+ WHERE id = %(id)s
+   AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded');
 
 -- name: job_failed
 -- Failed for good. When it is an email job and the notification's last open one, the
@@ -207,7 +217,8 @@ UPDATE herald.summaries s
    AND s.aliases NOT IN ('{}'::jsonb, 'null'::jsonb)
    AND NOT EXISTS (SELECT 1 FROM herald.jobs o
                     WHERE o.notification_id = failed.notification_id AND o.actor = 'send_email'
-                      AND o.status IN ('pending', 'running') AND o.id <> failed.id);
+                      AND o.status NOT IN ('complete', 'failed', 'canceled', 'superseded')
+                      AND o.id <> failed.id);
 
 -- name: job_delayed
 UPDATE herald.jobs
@@ -324,7 +335,11 @@ RETURNING id, status, attempts, ambiguous;
 -- When this was the notification's last open email job, every delivery is final: the
 -- summary's alias map (personal data) is deleted in the same statement (as in job_failed).
 -- Two last jobs committing at the same instant each see the other still open and leave
--- the map; it then goes with the notification (retention).
+-- the map; it then goes with the notification (retention). "Open" is written "not
+-- finished", a test no index answers: the other jobs are read through the notification's
+-- index (its two or three jobs), never by scanning every open job.
+-- The map is read only when there is one to forget (aliases neither '{}' nor 'null'); a
+-- notification without a summary costs one index probe.
 WITH sent AS (
     UPDATE herald.deliveries SET status = 'sent', sent_at = clock_timestamp(), error = NULL
      WHERE id = %(delivery_id)s
@@ -333,7 +348,8 @@ WITH sent AS (
     UPDATE herald.jobs
        SET status = 'complete', finished_at = clock_timestamp(),
            last_error = COALESCE(%(note)s, last_error)
-     WHERE id = %(job_id)s AND status = 'running'
+     WHERE id = %(job_id)s  -- running, as in job_complete
+       AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded')
     RETURNING id, notification_id
 ), forgotten AS (
     UPDATE herald.summaries s
@@ -343,7 +359,8 @@ WITH sent AS (
        AND s.aliases NOT IN ('{}'::jsonb, 'null'::jsonb)
        AND NOT EXISTS (SELECT 1 FROM herald.jobs o
                         WHERE o.notification_id = done.notification_id
-                          AND o.actor = 'send_email' AND o.status IN ('pending', 'running')
+                          AND o.actor = 'send_email'
+                          AND o.status NOT IN ('complete', 'failed', 'canceled', 'superseded')
                           AND o.id <> done.id)
     RETURNING s.notification_id
 ), breaker AS (

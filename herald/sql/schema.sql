@@ -213,7 +213,7 @@ CREATE TABLE herald.jobs (
     -- Times the job was put off (breaker open, rate limit) without spending an attempt.
     deferrals        integer     NOT NULL DEFAULT 0
 );
-CREATE INDEX jobs_open_idx ON herald.jobs (actor, created_at) WHERE status IN ('pending', 'running');
+-- Counts by status, and the oldest pending job per actor (0010: no open-jobs index).
 CREATE INDEX jobs_status_idx ON herald.jobs (status, actor);
 CREATE INDEX jobs_notification_idx ON herald.jobs (notification_id);
 -- Debounced jobs whose due time has come and that were never published.
