@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from herald.email.mime import build_message
+from herald.email.mime import _check_header_block, build_message
 from herald.email.render import RenderedEmail
 from herald.errors import PermanentError
 
@@ -119,6 +119,30 @@ def test_a_thousand_change_ids_fold_and_read_back_in_order() -> None:
 def test_the_boundary_never_occurs_in_a_part() -> None:
     msg = parsed(wire(text="--herald-" * 50))
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_each_message_gets_a_boundary_of_its_own() -> None:
+    def boundary(data: bytes) -> bytes:
+        return data.split(b'boundary="', 1)[1].split(b'"', 1)[0]
+
+    assert boundary(wire()) != boundary(wire())
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"Subject: a\r\r\nTo: b\r\n",
+        b"Subject: a\r\n\nTo: b\r\n",
+        b"Subject: a\n\rTo: b\r\n",
+        b"Subject: a\rTo: b\r\n",
+        b"Subject: a\0\r\nTo: b\r\n",
+        b"Subject: a\r\nTo: b\n",
+    ],
+)
+def test_a_header_block_with_a_bare_cr_a_bare_lf_or_a_nul_is_refused(block: bytes) -> None:
+    _check_header_block(b"Subject: a\r\nTo: b\r\n", ["Subject", "To"])  # the same, sound
+    with pytest.raises(PermanentError, match="bare line break or NUL"):
+        _check_header_block(block, ["Subject", "To"])
 
 
 @pytest.mark.parametrize(

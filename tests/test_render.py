@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from herald.email import render
+from herald.email import render, values
 from herald.email.mime import build_message, message_id_for
 from herald.email.render import (
     ChangeView,
@@ -295,6 +296,18 @@ def test_control_characters_in_values_are_shown_as_escapes_in_the_body() -> None
     out = rendered(insert({"id": 7, "t": "a\0b\x1bc\u202ed"}))
     assert "\0" not in out.text and "\x1b" not in out.text and "\u202e" not in out.text
     assert "a\\x00b\\x1bc\\u202ed" in out.text
+
+
+def test_text_is_shown_as_it_is_unless_a_character_in_it_must_be_made_visible() -> None:
+    # `visible` skips the character-by-character rule for text it would not change
+    for code in [*range(0x10000), 0x1F600, 0xE0001, 0x10FFFF]:
+        ch = chr(code)
+        assert values.visible(f"a{ch}b") == values._visible_each(f"a{ch}b"), hex(code)
+
+
+def test_a_number_reads_as_json_writes_it() -> None:
+    for number in [0, -7, 10**30, True, False, 1.5, float("nan"), float("-inf"), 2**63]:
+        assert values.format_value(number) == json.dumps(number)
 
 
 @pytest.mark.parametrize("value", INJECTIONS)

@@ -7,6 +7,7 @@ knows which row changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,12 +85,30 @@ def _shown_fields(change: ChangeView, label_field: str | None) -> list[tuple[Fie
     return shown
 
 
+@functools.lru_cache(maxsize=1024)
+def _column_words(name: str) -> tuple[str, str]:
+    """A column's name as shown, and in words: the same in every email of its table."""
+    column = format_value(name, MAX_NAME_CHARS)
+    return column, humanise(column)
+
+
+@functools.lru_cache(maxsize=256)
+def _table_words(table: str) -> tuple[str, str]:
+    """A table's name as stored (bounded), and in words."""
+    stored = format_value(table, MAX_NAME_CHARS)
+    return stored, humanise_table(stored)
+
+
 def _field(change: ChangeView, fc: FieldChange, changed: bool) -> FieldDisplay:
     try:
-        column = format_value(fc.name, MAX_NAME_CHARS)
+        if isinstance(fc.name, str) and len(fc.name) <= MAX_NAME_CHARS:
+            column, name = _column_words(fc.name)
+        else:  # (a name too long to keep)
+            column = format_value(fc.name, MAX_NAME_CHARS)
+            name = humanise(column)
         return FieldDisplay(
             column=column,
-            name=humanise(column),
+            name=name,
             old=_shown_value(fc.old, change.operation == "INSERT"),
             new=_shown_value(fc.new, change.operation == "DELETE"),
             changed=changed,
@@ -115,7 +134,11 @@ def display_change(
     label = label_for(change.new_row or change.old_row, change.row_pk, label_field)
     shown = _shown_fields(change, label_field)
     fields = [_field(change, fc, changed) for fc, changed in shown[:MAX_FIELDS]]
-    table = humanise_table(format_value(change.table, MAX_NAME_CHARS))
+    if isinstance(change.table, str) and len(change.table) <= MAX_NAME_CHARS:
+        table_name, table = _table_words(change.table)
+    else:
+        table_name = format_value(change.table, MAX_NAME_CHARS)
+        table = humanise_table(table_name)
     verb = VERBS[change.operation]
     key = _key_label(change.row_pk)
     display = ChangeDisplay(
@@ -124,7 +147,7 @@ def display_change(
         operation=change.operation,
         verb=verb.capitalize(),
         table=table,
-        table_name=format_value(change.table, MAX_NAME_CHARS),
+        table_name=table_name,
         key=key,
         label=str(label),
         when=_when(change.changed_at),
@@ -159,7 +182,6 @@ def overview(
     total, first, last = len(changes), shown[0], shown[-1]
     tables = list(dict.fromkeys(d.table for d in shown))
     kicker = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
-    span = _span(changes[0].changed_at, changes[-1].changed_at)
     if total == 1:
         return {
             "headline": label.text,
@@ -171,7 +193,7 @@ def overview(
         return {
             "headline": label.text,
             "kicker": kicker,
-            "byline": f"{total} changes, {span}",
+            "byline": f"{total} changes, {_span(changes[0].changed_at, changes[-1].changed_at)}",
             "footer": f"{first.table_name}, {first.key}, "
             f"changes #{first.change_id} to #{last.change_id}",
         }
@@ -179,6 +201,6 @@ def overview(
     return {
         "headline": f"{total} changes",
         "kicker": kicker,
-        "byline": f"{rows} rows, {span}",
+        "byline": f"{rows} rows, {_span(changes[0].changed_at, changes[-1].changed_at)}",
         "footer": "",
     }

@@ -26,8 +26,9 @@ import email.policy
 import email.utils
 import functools
 import hashlib
+import random
 import re
-import secrets
+import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from email.headerregistry import Address, HeaderRegistry
@@ -63,7 +64,8 @@ _SIMPLE_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
-_BARE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n|\0")
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_ID_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 _RESERVED_HEADERS = frozenset(
     h.lower()
@@ -113,7 +115,7 @@ def message_id_for(notification_id: int, recipient: str, domain: str) -> str:
     same id, so receiving systems can drop it. The recipient is hashed so the
     header reveals nothing about who else received the notification.
     """
-    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", domain):
+    if not _ID_DOMAIN.fullmatch(domain):
         raise PermanentError(f"Message-ID domain {domain!r} is not a plain host name")
     digest = hashlib.sha256(recipient.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"<herald.n{int(notification_id)}.{digest}@{domain}>"
@@ -154,7 +156,7 @@ def build_message(
     safely (see the module docstring). The SMTP envelope is never taken from here.
     """
     reject_line_breaks("Message-ID", message_id)
-    if not re.fullmatch(r"<[^<>\s@]+@[^<>\s@]+>", message_id):
+    if not _MESSAGE_ID.fullmatch(message_id):
         raise PermanentError(f"Message-ID header is not <local@domain>: {message_id!r}")
     ids = list(change_ids)
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
@@ -162,7 +164,7 @@ def build_message(
 
     headers: list[tuple[str, bytes]] = [
         ("Message-ID", _plain("Message-ID", message_id)),
-        ("Date", _plain("Date", email.utils.formatdate(usegmt=True))),
+        ("Date", _date_header(int(time.time()))),
         ("From", _address("From", mail_from)),
         ("To", _address("To", recipient)),
         ("Subject", _text("Subject", rendered.subject)),
@@ -212,6 +214,11 @@ def _plain(name: str, value: str) -> bytes:
     if any(len(x) > MAX_LINE for x in lines):
         raise PermanentError(f"{name} header has a word longer than a line may be")
     return "\r\n".join(lines).encode("ascii") + _CRLF
+
+
+@functools.lru_cache(maxsize=2)  # the messages of one second share it
+def _date_header(now: int) -> bytes:
+    return _plain("Date", email.utils.formatdate(now, usegmt=True))
 
 
 def _text(name: str, value: str) -> bytes:
@@ -264,7 +271,7 @@ def _by_policy(name: str, value: str | Address) -> bytes:
         folded = _POLICY.fold_binary(name, header)
     except (ValueError, TypeError) as exc:  # the email package refuses line breaks itself
         raise PermanentError(f"{name} header cannot be written: {exc}") from exc
-    if _BARE_BREAK.search(folded):
+    if _bare_break(folded):
         raise PermanentError(f"{name} header would be written with a bare line break or NUL")
     lines = folded.decode("ascii", "surrogateescape").split("\r\n")
     if lines[-1] == "":
@@ -288,17 +295,25 @@ def _by_policy(name: str, value: str | Address) -> bytes:
 
 def _check_header_block(block: bytes, names: list[str]) -> None:
     """No bare line break or NUL, and exactly ``names`` as headers, each once and in order."""
-    if _BARE_BREAK.search(block):
+    if _bare_break(block):
         raise PermanentError("message headers would be written with a bare line break or NUL")
     lines = block.split(_CRLF)
     if lines[-1] == b"":
         lines.pop()
-    starts = [line.split(b":", 1)[0].decode("ascii", "replace").lower() for line in lines
-              if line[:1] not in (b" ", b"\t")]  # fmt: skip
-    if starts != [n.lower() for n in names] or any(not line.strip() for line in lines):
+    # (header names are ASCII: compared as bytes, a line holding other bytes never matches)
+    starts = [line.split(b":", 1)[0].lower() for line in lines if line[:1] not in (b" ", b"\t")]
+    if starts != [n.lower().encode("ascii", "replace") for n in names] or any(
+        not line.strip() for line in lines
+    ):
         raise PermanentError("message headers do not survive serialisation unchanged")
     if any(len(line) > MAX_LINE for line in lines):
         raise PermanentError("a message header line is longer than 998 characters")
+
+
+def _bare_break(data: bytes) -> bool:
+    """A CR not before LF, an LF not after CR, or a NUL (each CRLF holds one CR and one LF)."""
+    crlf = data.count(_CRLF)
+    return b"\0" in data or data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
 # -- body ---------------------------------------------------------------------------------------
@@ -307,11 +322,11 @@ def _check_header_block(block: bytes, names: list[str]) -> None:
 def _part(content_type: str, text: str) -> bytes:
     """One UTF-8 body part: 7bit when it is short-lined ASCII without NUL, else
     quoted-printable (which also encodes NUL)."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not body.endswith("\n"):
         body += "\n"
     data = body.encode("utf-8", "replace")  # a lone surrogate becomes "?"
-    if data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= MAX_LINE:
+    if data.isascii() and b"\0" not in data and _short_lines(data):
         encoding, payload = b"7bit", data
     else:
         encoding = b"quoted-printable"
@@ -325,9 +340,17 @@ def _part(content_type: str, text: str) -> bytes:
     ])  # fmt: skip
 
 
+def _short_lines(data: bytes) -> bool:
+    return len(data) <= MAX_LINE or max(map(len, data.split(b"\n"))) <= MAX_LINE
+
+
 def _boundary(*parts: bytes) -> bytes:
-    """A random boundary that occurs in no part (checked, not just likely)."""
+    """A random boundary that occurs in no part (checked, not just likely).
+
+    It needs to be unlikely in the content, not unguessable: like ``email.generator``,
+    `random` (reseeded in each forked worker) rather than a system call per message.
+    """
     while True:
-        boundary = b"herald-" + secrets.token_hex(16).encode("ascii")
+        boundary = b"herald-%032x" % random.getrandbits(128)
         if not any(boundary in part for part in parts):
             return boundary

@@ -18,6 +18,7 @@ What the templates see (the packaged triplet, or yours in ``[mail] templates_dir
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +44,8 @@ from herald.email.values import (
 from herald.email.view import OPERATIONS, ChangeView, FieldChange, canonical
 from herald.errors import PermanentError
 from herald.templating import (
+    PARTS,
+    Prepared,
     Presentation,
     TemplateProblem,
     check_templates_statically,
@@ -95,7 +98,7 @@ def _context(
     warnings: list[str],
 ) -> dict[str, Any]:
     shown = changes[:MAX_CHANGES]
-    one_row = len({(c.table, canonical(c.row_pk)) for c in changes}) == 1
+    one_row = len(changes) == 1 or len({(c.table, canonical(c.row_pk)) for c in changes}) == 1
     pairs = [display_change(c, i, look.label_field, one_row) for i, c in enumerate(shown, 1)]
     displays = [d for d, _ in pairs]
     mentions = [m for _, m in pairs]
@@ -155,11 +158,11 @@ def render_notification(
             changes, look, route=route, summary=summary, summary_note=summary_note,
             warnings=warnings,
         )  # fmt: skip
-        env = environment(look.templates_dir)
-        subject = env.get_template(f"{name}.subject.txt").render(context)
+        subject_part, text_part, html_part = _triplet(look.templates_dir, name)
+        subject = subject_part.render(context)
         context["subject"] = sanitize_header_text(subject, MAX_SUBJECT_CHARS) or context["subject"]
-        text = env.get_template(f"{name}.txt").render(context)
-        html = env.get_template(f"{name}.html").render(context)
+        text = text_part.render(context)
+        html = html_part.render(context)
     except PermanentError:
         raise
     except TemplateError as exc:
@@ -169,6 +172,15 @@ def render_notification(
     except Exception as exc:
         raise PermanentError(f"cannot render notification: {type(exc).__name__}: {exc}") from exc
     return RenderedEmail(context["subject"], text, html, tuple(warnings))
+
+
+@functools.lru_cache(maxsize=64)
+def _triplet(templates_dir: str | None, name: str) -> tuple[Prepared, Prepared, Prepared]:
+    """The compiled ``.subject.txt``, ``.txt`` and ``.html`` of a template, looked up once
+    per process (templates are read once anyway: `herald.templating.environment`)."""
+    env = environment(templates_dir)
+    subject, text, html = (Prepared.of(env.get_template(name + part)) for part in PARTS)
+    return subject, text, html
 
 
 def _samples() -> list[list[ChangeView]]:

@@ -82,6 +82,15 @@ def label_columns(row: Mapping[str, Any] | None, preferred: str | None) -> list[
     return [c for c in dict.fromkeys(candidates) if _names_a_row(row.get(c))]
 
 
+def _label_column(row: Mapping[str, Any] | None, preferred: str | None) -> str | None:
+    """The first of `label_columns` (without listing the others)."""
+    if not row:
+        return None
+    if preferred and _names_a_row(row.get(preferred)):
+        return preferred
+    return next((c for c in LABEL_FIELDS if _names_a_row(row.get(c))), None)
+
+
 def _one_line(value: Any) -> str:
     return shorten(" ".join(format_value(value, 4 * MAX_LABEL_CHARS).split()), MAX_LABEL_CHARS)
 
@@ -96,9 +105,9 @@ def _label(value: Any, column: str | None) -> Label:
 def label_for(
     row: Mapping[str, Any] | None, row_pk: Mapping[str, Any], preferred: str | None
 ) -> Label:
-    columns = label_columns(row, preferred)
-    if columns and row is not None:
-        return _label(row[columns[0]], columns[0])
+    column = _label_column(row, preferred)
+    if column is not None and row is not None:
+        return _label(row[column], column)
     if len(row_pk) == 1:
         return _label(next(iter(row_pk.values())), None)
     if row_pk:

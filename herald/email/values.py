@@ -47,6 +47,11 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ZWSP = "\u200b"
 _HEADER_BLANKS = frozenset(FORBIDDEN_IN_HEADERS) | _BIDI
+# What `visible` changes: control characters (category Cc is exactly U+0000-U+001F and
+# U+007F-U+009F) but newline and tab, CR, line and paragraph separators, bidi, surrogates.
+_NOT_VISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -62,6 +67,13 @@ def shorten(text: str, limit: int) -> str:
 
 def visible(text: str) -> str:
     """Body-safe text: keep newlines and tabs, show other control characters as escapes."""
+    if _NOT_VISIBLE.search(text) is None:  # nearly every value: nothing to change
+        return text
+    return _visible_each(text)
+
+
+def _visible_each(text: str) -> str:
+    """`visible`, character by character (for text holding something to change)."""
     text = _SURROGATES.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     out: list[str] = []
@@ -83,9 +95,13 @@ def readable_moment(value: datetime | date | time) -> str:
         zone = ""
         if value.tzinfo is not None and value.utcoffset() is not None:
             value, zone = value.astimezone(UTC), " UTC"
-        return f"{readable_moment(value.date())}, {readable_moment(value.time())}{zone}"
+        return f"{value.day} {_MONTHS[value.month - 1]} {value.year}, {_clock(value)}{zone}"
     if isinstance(value, date):
         return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
+    return _clock(value)
+
+
+def _clock(value: datetime | time) -> str:
     clock = f"{value.hour:02d}:{value.minute:02d}"
     return f"{clock}:{value.second:02d}" if value.second else clock
 
@@ -114,18 +130,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} is not JSON")
 
 
+#: ``json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=_json_default)``
+#: without a new encoder per call (the encoder keeps no state between calls).
+_TO_JSON = json.JSONEncoder(
+    ensure_ascii=False, separators=(", ", ": "), default=_json_default
+).encode
+
+
 def format_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     """Display of one value: dates in words, other strings as they are, the rest as JSON.
 
     Truncated to ``limit`` characters before anything else touches it, so work
     downstream is bounded. Raises ``TypeError`` for values that are not JSON.
     """
-    if isinstance(value, datetime | date | time):
+    if type(value) is int:
+        text = str(value)  # what JSON writes for an int
+    elif isinstance(value, datetime | date | time):
         return readable_moment(value)
-    if isinstance(value, str):
+    elif isinstance(value, str):
         text = _moment(value) or value
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=_json_default)
+        text = _TO_JSON(value)
     return visible(truncate(text, limit))
 
 
@@ -174,10 +199,13 @@ def sanitize_header_text(text: str, limit: int = 150) -> str:
     literally, and the result is cut to ``limit`` characters. Only the first
     ``4 * limit`` characters are read, so a huge value costs no more than a short one.
     """
-    text = _SURROGATES.sub("\ufffd", text[: 4 * limit + 64])
-    chars = [
-        " " if ch in _HEADER_BLANKS or unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs") else ch
-        for ch in text
-    ]
-    text = shorten(" ".join("".join(chars).split()), limit)
+    text = text[: 4 * limit + 64]
+    if not (text.isascii() and text.isprintable()):  # printable ASCII: nothing to blank
+        text = _SURROGATES.sub("\ufffd", text)
+        text = "".join(
+            " " if ch in _HEADER_BLANKS or unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs")
+            else ch
+            for ch in text
+        )  # fmt: skip
+    text = shorten(" ".join(text.split()), limit)
     return text.replace("=?", f"={_ZWSP}?")

@@ -70,8 +70,11 @@ class ChangeView:
     def column_names(self) -> list[str]:
         """Every column of the old and new row, in the table's order."""
         present = dict.fromkeys([*(self.new_row or {}), *(self.old_row or {})])
+        if not self.columns:
+            return list(present)
         known = [c for c in self.columns if c in present]
-        return known + [c for c in present if c not in set(known)]
+        listed = set(known)
+        return known + [c for c in present if c not in listed]
 
     @property
     def fields(self) -> list[FieldChange]:
