@@ -29,7 +29,6 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
-    Template,
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
@@ -48,7 +47,6 @@ __all__ = [
     "SUBJECT_FILTERS",
     "SUBJECT_VARIABLES",
     "TEMPLATE_VARIABLES",
-    "Prepared",
     "Presentation",
     "TemplateProblem",
     "check_route_templates",
@@ -140,33 +138,6 @@ def environment(templates_dir: str | None = None) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A compiled template whose globals are gathered once, for rendering many emails.
-
-    ``Template.render`` merges the environment's globals (a ChainMap, walked twice) into
-    every render's context: a third of what a short template costs. This is the rest of
-    ``Template.render`` (a `Context`, then ``root_render_func``), from a plain dict: the
-    same output, autoescape and undefined.
-    """
-
-    template: Template
-    globals: dict[str, Any]
-
-    @classmethod
-    def of(cls, template: Template) -> Prepared:
-        return cls(template, dict(template.globals))
-
-    def render(self, context: Mapping[str, Any]) -> str:
-        template, env = self.template, self.template.environment
-        ctx = env.context_class(env, {**self.globals, **context}, template.name,
-                                template.blocks, globals=self.globals)  # fmt: skip
-        try:
-            return env.concat(template.root_render_func(ctx))
-        except Exception:
-            env.handle_exception()  # re-raises, its traceback pointing into the template
 
 
 def subject_sandbox(filters: Mapping[str, Callable[..., Any]]) -> Environment:

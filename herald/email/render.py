@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import Template, TemplateError
 
 from herald.email.display import MAX_FIELDS, ChangeDisplay, FieldDisplay, display_change, overview
 from herald.email.subject import (
@@ -45,7 +45,6 @@ from herald.email.view import OPERATIONS, ChangeView, FieldChange, canonical
 from herald.errors import PermanentError
 from herald.templating import (
     PARTS,
-    Prepared,
     Presentation,
     TemplateProblem,
     check_templates_statically,
@@ -175,11 +174,11 @@ def render_notification(
 
 
 @functools.lru_cache(maxsize=64)
-def _triplet(templates_dir: str | None, name: str) -> tuple[Prepared, Prepared, Prepared]:
+def _triplet(templates_dir: str | None, name: str) -> tuple[Template, Template, Template]:
     """The compiled ``.subject.txt``, ``.txt`` and ``.html`` of a template, looked up once
     per process (templates are read once anyway: `herald.templating.environment`)."""
     env = environment(templates_dir)
-    subject, text, html = (Prepared.of(env.get_template(name + part)) for part in PARTS)
+    subject, text, html = (env.get_template(name + part) for part in PARTS)
     return subject, text, html
 
 
