@@ -159,6 +159,30 @@ def test_a_batch_summarises_each_notification_once_and_every_email_carries_its_s
     assert summaries == [{"status": "ok", "n": 12}]
 
 
+def test_a_batch_writes_the_email_jobs_that_one_enrich_job_writes_alone(herald_db, ai_pipeline):
+    from actors.publish import messages_for
+    from herald.ledger import ACTOR_QUEUES, PRIORITIES, NewJob
+
+    alone, *batch = write_enrich_jobs(ai_pipeline, herald_db, members=3)
+    [(message, _)] = messages_for([alone], 1)
+    ai_pipeline.broker.enqueue(message)
+    send_as_one_batch(ai_pipeline, batch)
+    emails = sql(herald_db, """
+        SELECT e.*, n.priority AS route_priority, x.change_id AS enrich_change_id
+          FROM herald.jobs e JOIN herald.notifications n ON n.id = e.notification_id
+          JOIN herald.jobs x ON x.notification_id = e.notification_id AND x.actor = 'enrich'
+         WHERE e.actor = 'send_email' ORDER BY e.id""")  # fmt: skip
+    assert len(emails) == 3 and len({e["message_id"] for e in emails}) == 3
+    for email in emails:
+        expected = NewJob("send_email", email["notification_id"], email["enrich_change_id"],
+                          email["recipient"], email["route_priority"])  # fmt: skip
+        assert (email["queue"], email["unique_key"], email["priority"], email["change_id"]) == (
+            ACTOR_QUEUES["send_email"], expected.unique_key, PRIORITIES[expected.priority],
+            expected.change_id,
+        )  # fmt: skip
+    assert len(ai_pipeline.mailer.sent) == 3
+
+
 def test_the_orchestrator_publishes_enrich_batches_and_their_emails_leave_as_email_batches(
     herald_db, ai_pipeline
 ):

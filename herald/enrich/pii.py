@@ -43,7 +43,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from herald.enrich.pii_detect import EMAIL_PATTERN, email_spans, phone_spans, safe_cut
+from herald.enrich.pii_detect import AT_SIGNS, EMAIL_PATTERN, email_spans, phone_spans, safe_cut
 from herald.enrich.pii_fields import PiiFields, field_matcher
 
 __all__ = [
@@ -64,6 +64,9 @@ _NUMBER_DIGITS = (9, 15)  # integers this long may be phone numbers (E.164: at m
 # Tokens that look like aliases, for collision avoidance and for nothing else.
 _ALIAS_LIKE = re.compile(r"(?<!\w)[A-Z][A-Z0-9_]*+")
 _WORD = re.compile(r"\w++")
+# Every email address has an "@" (or a fullwidth or small one) and every phone number a
+# digit: text with neither holds none, and the detectors need not run on it.
+_MAY_HOLD_CONTACT = re.compile(rf"[{AT_SIGNS}\d]")
 # ``"key": "value"`` / ``key='value'`` / ``"key": 123`` / ``key: word`` in text: a key
 # (quoted, or a bare word), ":" or "=", then a quoted value, a number or one word.
 # Bounded, possessive repeats: linear.
@@ -75,6 +78,7 @@ _KEY_VALUE = re.compile(
     r"""|(?P<number>[+(]?\d[\d ()./\-]{0,24}+)|(?P<word>[^\W\d_][\w'.\-]{0,63}+))"""
 )
 
+_JSON_STARTS = ("{", "[")
 _NO_VALUE = frozenset({"null", "none", "nil", "undefined", "true", "false", "n/a", "-"})
 
 
@@ -157,7 +161,6 @@ class _Aliaser:
         self.fields = fields
         self.max_scan = max_scan
         self.budget = max_chars  # characters of compact JSON left to copy, None: no bound
-        self.kinds: dict[str, str | None] = {}  # key -> alias type, or None: not PII
         self.aliases: dict[str, str] = {}  # alias -> real
         self.by_value: dict[str, str] = {}  # real -> alias
         self.counters: dict[str, int] = {}
@@ -176,7 +179,7 @@ class _Aliaser:
         if value is None or isinstance(value, bool | int | float):
             self._charge(len(str(value)))
             return value
-        if isinstance(value, Mapping):
+        if isinstance(value, (dict, Mapping)):  # noqa: UP038 - dict first: the common case
             return self._prepare_mapping(value, depth)
         if isinstance(value, list | tuple):
             self._charge(2)
@@ -192,18 +195,23 @@ class _Aliaser:
         return self.prepare(str(value), depth)  # dates, decimals, ...: scanned as text
 
     def _prepare_mapping(self, value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+        # The hot loop of the copy (every key of every row): the budget is kept inline.
         self._charge(2)
         out: dict[Any, Any] = {}
         for n, (key, item) in enumerate(value.items()):
-            if self._spent():
+            if self.budget is not None and self.budget <= 0:
                 out["…"] = f"[{len(value) - n} more fields omitted]"
                 break
-            key = self._spend(truncate(key, self.max_scan)) if isinstance(key, str) else key
+            kind = None
             if isinstance(key, str):
-                self.reserved.update(m.group(0) for m in _ALIAS_LIKE.finditer(key))
+                key = self._spend(key if len(key) <= self.max_scan else self._cut(key))
+                tokens = _ALIAS_LIKE.findall(key)
+                if tokens:
+                    self.reserved.update(tokens)
+                kind = self.fields.kind_of(key)
             item = self.prepare(item, depth + 1)
-            self._charge(2)
-            kind = self._kind(key)
+            if self.budget is not None:
+                self.budget -= 2
             if kind and _hides_something(item):
                 self.field_values.append((kind, self._real_text(item)))
             out[key] = item
@@ -214,9 +222,12 @@ class _Aliaser:
         # scanning a 10 MB value would stall every thread of the worker (heartbeats,
         # other actors, metrics) for as long as it takes; scanning only ``max_scan``
         # characters caps that stall, whatever the size of the row.
-        text = self._spend(truncate(value, self.max_scan))
-        self.reserved.update(m.group(0) for m in _ALIAS_LIKE.finditer(text))
-        parsed = _json_in(text)
+        text = self._spend(value if len(value) <= self.max_scan else self._cut(value))
+        tokens = _ALIAS_LIKE.findall(text)
+        if tokens:
+            self.reserved.update(tokens)
+        # Only text that starts with "{" or "[" (after whitespace) may hold JSON.
+        parsed = _json_in(text) if text[:1] in _JSON_STARTS or text[:1].isspace() else None
         if parsed is not None:
             budget, self.budget = self.budget, None  # already paid for as text
             try:
@@ -263,12 +274,15 @@ class _Aliaser:
             return self._number(value)
         if isinstance(value, dict):
             out: dict[Any, Any] = {}
+            kind_of = self.fields.kind_of
             for key, item in value.items():
-                if self._kind(key) and _hides_something(item):
-                    item = self.by_value[self._real_text(item)]
+                if not isinstance(key, str):
+                    out[key] = self.replace(item)
+                elif kind_of(key) and _hides_something(item):
+                    out[self._scan(key)] = self.by_value[self._real_text(item)]
                 else:
-                    item = self.replace(item)
-                out[self._scan(key) if isinstance(key, str) else key] = item
+                    item = self.replace(item)  # before the key: aliases in data order
+                    out[self._scan(key)] = item
             return out
         if isinstance(value, list):
             return [self.replace(item) for item in value]
@@ -288,9 +302,13 @@ class _Aliaser:
         if text.isdecimal() and _NUMBER_DIGITS[0] <= len(text) <= _NUMBER_DIGITS[1]:
             whole = phone_spans(text) == [(0, len(text))]
             return self._alias("PHONE" if whole else "NUMBER", text)
-        text = self._replace_spans(text, "EMAIL", email_spans(text))
-        text = self._replace_spans(text, "PHONE", phone_spans(text))
-        return self._replace_known(text) if self.known else text
+        if _MAY_HOLD_CONTACT.search(text) is not None:
+            text = self._replace_spans(text, "EMAIL", email_spans(text))
+            text = self._replace_spans(text, "PHONE", phone_spans(text))
+        known = self.known
+        if not known or known.keys().isdisjoint(_WORD.findall(text)):
+            return text  # no word of the text starts a known value: most strings
+        return self._replace_known(text)
 
     def _replace_spans(self, text: str, kind: str, spans: list[tuple[int, int]]) -> str:
         if not spans:
@@ -330,12 +348,9 @@ class _Aliaser:
     # -- helpers ---------------------------------------------------------------------------
 
     def _kind(self, key: Any) -> str | None:
-        """The alias type of a key that names personal data, else None (cached per key)."""
-        if not isinstance(key, str):
-            return None
-        if key not in self.kinds:
-            self.kinds[key] = self.fields.kind_of(key)
-        return self.kinds[key]
+        """The alias type of a key that names personal data, else None (the matcher
+        remembers each key's decision for the process)."""
+        return self.fields.kind_of(key) if isinstance(key, str) else None
 
     def _charge(self, chars: int) -> None:
         if self.budget is not None:
@@ -343,6 +358,9 @@ class _Aliaser:
 
     def _spent(self) -> bool:
         return self.budget is not None and self.budget <= 0
+
+    def _cut(self, text: str) -> str:
+        return truncate(text, self.max_scan)
 
     def _spend(self, text: str) -> str:
         """``text``, cut to what is left of the budget, which it then uses up."""

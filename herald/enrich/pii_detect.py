@@ -15,12 +15,12 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-__all__ = ["EMAIL_PATTERN", "email_spans", "phone_spans", "safe_cut"]
+__all__ = ["AT_SIGNS", "EMAIL_PATTERN", "email_spans", "phone_spans", "safe_cut"]
 
 # "@" and "." as people type them on any keyboard: fullwidth (U+FF20, U+FF0E), small
 # commercial at (U+FE6B), ideographic and halfwidth full stops (U+3002, U+FF61), which
 # mail clients and browsers read as "@" and "." (IDNA maps the dots).
-_AT = "@\uff20\ufe6b"
+_AT = AT_SIGNS = "@\uff20\ufe6b"
 _DOTS = ".\uff0e\u3002\uff61"
 _LOCAL = rf"\w%+\-'{_DOTS}"
 

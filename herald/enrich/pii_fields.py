@@ -18,6 +18,7 @@ so the model sees one kind of placeholder per kind of data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
@@ -111,14 +112,35 @@ def _joined(name: str) -> str:
     return "".join(field_words(name))
 
 
+#: Keys whose decision one matcher remembers: column names are few and come back with
+#: every change of a table; keys of free-form JSON beyond this are decided each time.
+_REMEMBERED_KEYS = 4096
+
+
 @dataclass(frozen=True)
 class PiiFields:
-    """A compiled field matcher: ``kind_of(key)`` is the alias type, or None."""
+    """A compiled field matcher: ``kind_of(key)`` is the alias type, or None.
+
+    Each key's decision is remembered for the process (up to ``_REMEMBERED_KEYS``), so a
+    table's column names are split into words once, not once per change."""
 
     whole: Mapping[str, str]  # joined words -> alias type
     suffix: Mapping[str, str]  # joined words that may also end a longer key -> alias type
+    _decided: dict[str, str | None] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def kind_of(self, key: str) -> str | None:
+        try:
+            return self._decided[key]
+        except KeyError:
+            pass
+        kind = self._decide(key)
+        if len(self._decided) < _REMEMBERED_KEYS:
+            self._decided[key] = kind  # a lost race writes the same decision
+        return kind
+
+    def _decide(self, key: str) -> str | None:
         if len(key) > _MAX_KEY:
             return None
         words = field_words(key)

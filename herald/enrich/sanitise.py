@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 
 from herald.enrich.pii import unalias
-from herald.enrich.pii_detect import EMAIL_PATTERN, email_spans
+from herald.enrich.pii_detect import AT_SIGNS, EMAIL_PATTERN, email_spans
 
 __all__ = [
     "INVISIBLE",
@@ -75,6 +75,12 @@ _LINK = re.compile(
     rf"|{_HOST}(?P<rest>[:/?#]\S*+)?"  # a host name on any TLD, maybe with a path
     r")"
 )
+# What every match of _LINK holds: a ":" (a scheme), "www.", or a "." followed by a
+# letter or digit (a host name's labels, an IP address). Most summaries hold none: a
+# sentence's "." is followed by a space. The links pattern runs only on the others.
+_MAY_HOLD_LINK = re.compile(r"(?i):|\.\w|www\.")
+# Every email address has an "@" (fullwidth ones are folded to it; a small one is not).
+_MAY_HOLD_ADDRESS = re.compile(f"[{AT_SIGNS}]")
 # File extensions that are no top-level domain (checked against the Public Suffix List):
 # "report.pdf" is content, not a link. "zip", "mov", "py", "md", "sh" are TLDs.
 _NOT_TLDS = frozenset({
@@ -137,12 +143,15 @@ def _one_line(value: str) -> str:
 
 def _strip_links(text: str) -> str:
     """Replace email addresses and links, found in the folded text, in the original."""
-    folded = text.translate(_FOLD)
-    found = [(a, b, False) for a, b in email_spans(folded)]
-    for m in _LINK.finditer(folded):
-        if m.group("tld") and not m.group("rest") and m.group("tld").lower() in _NOT_TLDS:
-            continue  # report.pdf
-        found.append((m.start(), m.end(), True))
+    folded = text if text.isascii() else text.translate(_FOLD)  # _FOLD maps no ASCII
+    found = []
+    if _MAY_HOLD_ADDRESS.search(folded) is not None:
+        found = [(a, b, False) for a, b in email_spans(folded)]
+    if _MAY_HOLD_LINK.search(folded) is not None:
+        for m in _LINK.finditer(folded):
+            if m.group("tld") and not m.group("rest") and m.group("tld").lower() in _NOT_TLDS:
+                continue  # report.pdf
+            found.append((m.start(), m.end(), True))
     if not found:
         return text
     # Overlaps merge, named after what starts first: "example.com" inside

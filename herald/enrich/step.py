@@ -22,7 +22,7 @@ from herald.breaker import Call, CircuitOpen, guarded
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
 from herald.enrich.deadline import SummaryDeadline
-from herald.enrich.pii import alias_pii
+from herald.enrich.pii import PiiFields, alias_pii, field_matcher
 from herald.enrich.prompts import MAX_PROMPT_CHARS
 from herald.errors import PermanentError, TransientError
 from herald.ledger import JobContext, JobRef, NewJob
@@ -132,11 +132,30 @@ def prepare(
         return Summarised("unavailable", error=deadline.describe())  # the model is not asked
     aliased = alias_pii(
         [c.as_data() for c in ctx.changes],
-        settings.ai.pii_fields,
-        synonyms=settings.pii_synonyms_for(ctx.notification["route"]),
+        pii_fields_for(settings, ctx.notification["route"]),
         max_chars=MAX_PROMPT_CHARS,  # alias only what can reach the model
     )
     return Prompt(aliased.data, aliased.aliases)
+
+
+#: (settings, route) -> the route's field matcher, by the settings' identity: settings
+#: are immutable, and a process has one (tests make a few).
+_MATCHERS: dict[tuple[int, str | None], tuple[Settings, PiiFields]] = {}
+_MAX_MATCHERS = 64
+
+
+def pii_fields_for(settings: Settings, route: str | None) -> PiiFields:
+    """The field matcher of `route` (`[ai] pii_fields`, with `[ai]`'s and the route's
+    `pii_synonyms`): worked out once per process and route, not once per change."""
+    key = (id(settings), route)
+    found = _MATCHERS.get(key)
+    if found is not None and found[0] is settings:
+        return found[1]
+    matcher = field_matcher(settings.ai.pii_fields, settings.pii_synonyms_for(route))
+    if len(_MATCHERS) >= _MAX_MATCHERS:
+        _MATCHERS.clear()
+    _MATCHERS[key] = (settings, matcher)
+    return matcher
 
 
 def fold_success(call: Call) -> str | None:
