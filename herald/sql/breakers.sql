@@ -108,4 +108,5 @@ SELECT greatest(extract(epoch FROM next_slot - clock_timestamp()), 0)::float8 AS
 UPDATE herald.jobs
    SET status = 'pending', attempts = greatest(attempts - 1, 0), deferrals = deferrals + 1,
        last_error = %(reason)s
- WHERE id = %(id)s AND status = 'running';
+ WHERE id = %(id)s  -- running, found by its id (queries.sql, job_complete):
+   AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded');

@@ -254,7 +254,8 @@ WITH sent AS (
     UPDATE herald.jobs
        SET status = 'complete', finished_at = clock_timestamp(),
            last_error = coalesce(%(note)s, last_error)
-     WHERE id = %(job_id)s AND status = 'running'
+     WHERE id = %(job_id)s  -- running, found by its id (queries.sql, job_complete):
+       AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded')
     RETURNING id
 ), counted AS (
     INSERT INTO herald.counters AS c (metric, label, value)
@@ -291,4 +292,5 @@ WITH run AS (
 UPDATE herald.jobs
    SET status = 'complete', finished_at = clock_timestamp(),
        last_error = 'not sent: the recipient is muted for this route'
- WHERE id = %(job_id)s AND status = 'running';
+ WHERE id = %(job_id)s  -- running, found by its id (queries.sql, job_complete)
+   AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded');

@@ -234,7 +234,10 @@ UPDATE herald.jobs
 -- the AI call was admitted by a closed breaker, %(breaker)s ends a run of its failures (as
 -- breaker_call_succeeded; NULL: nothing to record).
 WITH job AS MATERIALIZED (
-    SELECT id FROM herald.jobs WHERE id = %(job_id)s AND status = 'running' FOR UPDATE
+    SELECT id FROM herald.jobs
+     WHERE id = %(job_id)s
+       AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded')  -- running
+       FOR UPDATE
 ), saved AS (
     INSERT INTO herald.summaries (notification_id, status, summary, model, aliases,
                                   prompt_tokens, completion_tokens, error)

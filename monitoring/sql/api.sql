@@ -194,7 +194,7 @@ SELECT name FROM herald.migrations;
 
 -- name: api_health_figures
 -- Everything /health and the overview read from PostgreSQL, in one round trip. The
--- counts use the open-jobs and status indexes; the oldest pending job is the oldest due.
+-- counts use the status index (jobs_status_idx); the oldest pending job is the oldest due.
 SELECT (SELECT count(*) FROM herald.jobs WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM herald.jobs WHERE status = 'running') AS running,
        (SELECT count(*) FROM herald.jobs WHERE status = 'failed') AS failed,

@@ -10,7 +10,7 @@
 --   last_success unix time the orchestrator last finished a run successfully (0: never)
 --   breakers    1 when herald.circuit_breakers exists (then `circuit_breakers` is read)
 --   digests     1 when herald.counters exists (migration 0008; then `digest_figures` is read)
--- The job counts use jobs_status_idx (status, actor); the open-jobs index serves `oldest`.
+-- The job counts and `oldest` use jobs_status_idx (status, actor).
 WITH job_counts AS (
     SELECT actor, queue, status, count(*)::float8 AS n
       FROM herald.jobs
