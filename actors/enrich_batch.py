@@ -56,8 +56,9 @@ def declare(
             pool, settings, ai, job_ids,
             budget_seconds=max(budget, 0.0), may_retry=enrich.options.get("max_retries", 0) >= 1,
         )  # fmt: skip
-        for summary in report.summaries:
-            record_tokens(summary.prompt_tokens, summary.completion_tokens)
+        summaries = report.summaries  # counters: the batch's sums, counted once
+        record_tokens(sum(s.prompt_tokens for s in summaries),
+                      sum(s.completion_tokens for s in summaries))  # fmt: skip
         record_batch(report, "enrich", QUEUES["enrich"])
         with db.connection(pool) as conn:
             ledger.publish_and_mark(conn, report.email_jobs, publish)  # as email batches

@@ -68,9 +68,9 @@ WITH answer AS (
      WHERE breaker = %(breaker)s::text AND state = 'closed' AND consecutive_failures > 0
     RETURNING breaker
 )
-SELECT 'complete' AS kind, id, NULL::uuid AS message_id, NULL::text AS actor,
+SELECT 'complete' AS kind, id, NULL::text AS message_id, NULL::text AS actor,
        NULL::text AS queue, NULL::smallint AS priority
   FROM done
  UNION ALL
-SELECT 'written', id, message_id, actor, queue, priority
+SELECT 'written', id, message_id::text, actor, queue, priority  -- text: what a JobRef holds
   FROM written;
