@@ -209,7 +209,10 @@ class _Aliaser:
                 if tokens:
                     self.reserved.update(tokens)
                 kind = self.fields.kind_of(key)
-            item = self.prepare(item, depth + 1)
+            if isinstance(item, str) and depth < MAX_DEPTH:  # as prepare() would, one call less
+                item = self._prepare_text(item, depth + 1)
+            else:
+                item = self.prepare(item, depth + 1)
             if self.budget is not None:
                 self.budget -= 2
             if kind and _hides_something(item):
@@ -280,8 +283,11 @@ class _Aliaser:
                     out[key] = self.replace(item)
                 elif kind_of(key) and _hides_something(item):
                     out[self._scan(key)] = self.by_value[self._real_text(item)]
-                else:
-                    item = self.replace(item)  # before the key: aliases in data order
+                else:  # the item before the key: aliases in data order
+                    if isinstance(item, str):
+                        item = self._scan(item)  # as replace() would, one call less
+                    elif item is not None:
+                        item = self.replace(item)
                     out[self._scan(key)] = item
             return out
         if isinstance(value, list):
