@@ -13,7 +13,8 @@
 -- duplicate delivery) is left alone with its email jobs.
 -- Rows: one per job completed (kind 'complete') and one per email job written (kind
 -- 'written'). %(breaker)s: as enrich_handoff, a success admitted while closed ends a run of
--- that breaker's failures (NULL: nothing to record). The jobs are locked in id order.
+-- that breaker's failures (NULL: nothing to record). The jobs are locked in id order, found
+-- by id alone (their status written as none of the others, as enrich_handoff does).
 WITH answer AS (
     SELECT *
       FROM unnest(%(job_ids)s::bigint[], %(statuses)s::text[], %(summaries)s::text[],
@@ -23,7 +24,8 @@ WITH answer AS (
                 error)
 ), job AS MATERIALIZED (
     SELECT id, notification_id, change_id, priority FROM herald.jobs
-     WHERE id = ANY(%(job_ids)s::bigint[]) AND status = 'running'
+     WHERE id = ANY(%(job_ids)s::bigint[])
+       AND status NOT IN ('pending', 'complete', 'failed', 'canceled', 'superseded')  -- running
      ORDER BY id
        FOR UPDATE
 ), saved AS (
