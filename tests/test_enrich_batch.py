@@ -2,7 +2,7 @@
 worker process's event loop, each job still failing, retrying and waiting on its own.
 
 Publishing is tested without a broker (`messages_for`); the batch on the StubBroker with a
-real PostgreSQL and the real `AsyncOpenAI` client against the tests' OpenAI-compatible
+real PostgreSQL and the real asynchronous summariser against the tests' OpenAI-compatible
 server (tests/services/openai_server.py); test_faults.py runs enrich batches on RabbitMQ
 with the worker killed.
 """
@@ -141,7 +141,7 @@ def test_the_publisher_batches_enrich_jobs_by_ai_batch_size(herald_db, stub_pipe
     assert stub_pipeline.app.publisher.batch_sizes == {"send_email": 20, "enrich": 4}
 
 
-# -- the batch on the StubBroker, the real AsyncOpenAI client ---------------------------------
+# -- the batch on the StubBroker, the real asynchronous summariser ----------------------------
 
 
 def test_a_batch_summarises_each_notification_once_and_every_email_carries_its_summary(

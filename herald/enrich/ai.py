@@ -160,39 +160,62 @@ class OpenAISummariser:
 
     def _error(self, exc: openai.APIError) -> HeraldError:
         """Map a client error to retry-or-not, with a message safe to log and store."""
-        detail = _redact(_detail(exc), self._secret)
-        request_id = getattr(exc, "request_id", None)
-        if request_id:
-            detail = f"{detail} (request {_redact(str(request_id), self._secret)[:64]})"
         if isinstance(exc, openai.APITimeoutError):
-            return TransientError(f"AI timed out after {self.timeout:g}s")
+            return self.timeout_error()
+        request_id = getattr(exc, "request_id", None)
+        if isinstance(exc, openai.APIStatusError):
+            return self.status_error(exc.status_code, _detail(exc), request_id)
+        detail = self._safe(_detail(exc), request_id)
         if isinstance(exc, openai.APIConnectionError):
             return TransientError(f"AI unreachable: {detail}")
-        if isinstance(exc, openai.RateLimitError):
-            return TransientError(f"AI rate limited (HTTP 429): {detail}")
-        if isinstance(exc, openai.InternalServerError):
-            return TransientError(f"AI server error (HTTP {exc.status_code}): {detail}")
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            return PermanentError(f"AI refused our credentials (HTTP {exc.status_code}): {detail}")
-        if isinstance(exc, openai.BadRequestError | openai.NotFoundError):
-            return PermanentError(f"AI rejected the request (HTTP {exc.status_code}): {detail}")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status in (408, 409) or status >= 500:
-                return TransientError(f"AI error (HTTP {status}): {detail}")
-            return PermanentError(f"AI rejected the request (HTTP {status}): {detail}")
         return TransientError(f"AI error: {detail}")  # e.g. a malformed response body
+
+    # The mapping by kind of failure, shared with the batch path's own HTTP client
+    # (herald/enrich/ai_http.py), which has a status and a body rather than the client's
+    # exceptions.
+
+    def timeout_error(self) -> HeraldError:
+        return TransientError(f"AI timed out after {self.timeout:g}s")
+
+    def connection_error(self) -> HeraldError:
+        """The openai client's own words for any failure to reach the server."""
+        return TransientError("AI unreachable: Connection error.")
+
+    def status_error(self, status: int, detail: str, request_id: str | None) -> HeraldError:
+        """An HTTP error answer: transient (429, 408, 409, >= 500) or permanent."""
+        detail = self._safe(detail, request_id)
+        if status == 429:
+            return TransientError(f"AI rate limited (HTTP 429): {detail}")
+        if status >= 500:
+            return TransientError(f"AI server error (HTTP {status}): {detail}")
+        if status in (401, 403):
+            return PermanentError(f"AI refused our credentials (HTTP {status}): {detail}")
+        if status in (408, 409):
+            return TransientError(f"AI error (HTTP {status}): {detail}")
+        return PermanentError(f"AI rejected the request (HTTP {status}): {detail}")
+
+    def _safe(self, detail: str, request_id: str | None) -> str:
+        detail = _redact(detail, self._secret)
+        if request_id:
+            detail = f"{detail} (request {_redact(str(request_id), self._secret)[:64]})"
+        return detail
 
 
 def _detail(exc: openai.APIError) -> str:
     """The server's own message when it sent one, else the client's."""
-    body = getattr(exc, "body", None)
+    fallback = str(getattr(exc, "message", "") or exc.__class__.__name__)
+    return error_detail(getattr(exc, "body", None), fallback)
+
+
+def error_detail(body: Any, fallback: str) -> str:
+    """The message in an OpenAI-style error body (``{"error": {"message": ...}}`` or the
+    inner object alone), else `fallback`."""
     if isinstance(body, Mapping):
         inner = body.get("error", body)
         message = inner.get("message") if isinstance(inner, Mapping) else None
         if isinstance(message, str) and message:
             return message
-    return str(getattr(exc, "message", "") or exc.__class__.__name__)
+    return fallback
 
 
 _TOKENS = re.compile(r"(?i)(?:\bsk-[\w\-*]{6,}+|\bbearer\s++\S++)")  # key-shaped, whoever's
