@@ -6,8 +6,9 @@ OpenAI-compatible server, the former ones beside today's (medians of interleaved
 Each server runs in a child process and its CPU (user + system, every thread) is read with
 psutil around the load, which this process drives the way Herald does: for the sinks,
 ~3 kB messages over a few connections through Herald's mailer (PIPELINING, many messages
-per connection); for the AI servers, the enrich step's `AsyncOpenAISummariser` (the real
-`openai.AsyncOpenAI` client) at a fixed concurrency, with the latency the benchmark uses.
+per connection); for the AI servers, the enrich step's `AsyncOpenAISummariser` (its
+aiohttp calls, herald/enrich/ai_http.py) at a fixed concurrency, with the benchmark's
+latency.
 Only the servers are measured: the clients' CPU is what the pipeline spends in any case.
 """
 
