@@ -113,7 +113,8 @@ class ChatCompletions:
         self._twin = twin
         self._url = f"{str(sync.base_url).rstrip('/')}/chat/completions"
         # The client's headers less its X-Stainless-* platform telemetry (language, OS,
-        # runtime: eight headers, a quarter of this module's CPU per call).
+        # runtime: eight headers, a quarter of this module's CPU per call), the session's
+        # own (a dict per call is merged into a new multidict: 0.9 µs, against 0.1).
         self._headers = {
             k: v
             for k, v in sync.default_headers.items()
@@ -127,9 +128,10 @@ class ChatCompletions:
     def __repr__(self) -> str:  # never the key
         return f"ChatCompletions(url={self._url!r})"
 
-    async def post(self, body: Mapping[str, Any]) -> bytes:
-        """The answer's body; a Transient/PermanentError once retries are spent."""
-        data = json.dumps(body).encode()
+    async def post(self, body: Mapping[str, Any] | bytes) -> bytes:
+        """The answer's body for `body` (JSON, or already encoded); a Transient/PermanentError
+        once retries are spent."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         retries_taken = 0
         while True:
             outcome = await self._attempt(data, retries_taken)
@@ -142,16 +144,16 @@ class ChatCompletions:
 
     async def _attempt(self, data: bytes, retries_taken: int) -> bytes | _Failed:
         """One attempt: the answer's body, or why there is none."""
-        headers = self._headers
-        if retries_taken:
-            headers = {**headers, "x-stainless-retry-count": str(retries_taken)}
+        headers = {"x-stainless-retry-count": str(retries_taken)} if retries_taken else None
         if self._session is None:
             # No connection limit of aiohttp's own: the loop's slots bound the calls.
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                headers=self._headers,
+                timeout=self._timeout,
+            )
         try:
-            async with self._session.post(
-                self._url, data=data, headers=headers, timeout=self._timeout
-            ) as response:
+            async with self._session.post(self._url, data=data, headers=headers) as response:
                 answer = await response.read()
                 status, answer_headers = response.status, response.headers
         except TimeoutError:  # aiohttp's timeouts are asyncio's (TimeoutError) too

@@ -250,7 +250,8 @@ async def _slot(slots: asyncio.Semaphore, within: float) -> bool:
         await slots.acquire()  # free: no timer
         return True
     try:
-        await asyncio.wait_for(slots.acquire(), within)
+        async with asyncio.timeout(within):  # a timer; wait_for adds a task per call
+            await slots.acquire()
     except TimeoutError:
         return False
     return True

@@ -75,10 +75,11 @@ _LINK = re.compile(
     rf"|{_HOST}(?P<rest>[:/?#]\S*+)?"  # a host name on any TLD, maybe with a path
     r")"
 )
-# What every match of _LINK holds: a ":" (a scheme), "www.", or a "." followed by a
-# letter or digit (a host name's labels, an IP address). Most summaries hold none: a
-# sentence's "." is followed by a space. The links pattern runs only on the others.
-_MAY_HOLD_LINK = re.compile(r"(?i):|\.\w|www\.")
+# What every match of _LINK holds: a ":" followed by something (a scheme: "//" or more),
+# "www.", or a "." followed by a letter or digit (a host name's labels, an IP address).
+# Most summaries hold none: a sentence's "." and ":" are followed by a space. The links
+# pattern runs only on the others.
+_MAY_HOLD_LINK = re.compile(r"(?i):\S|\.\w|www\.")
 # Every email address has an "@" (fullwidth ones are folded to it; a small one is not).
 _MAY_HOLD_ADDRESS = re.compile(f"[{AT_SIGNS}]")
 # File extensions that are no top-level domain (checked against the Public Suffix List):

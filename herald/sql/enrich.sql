@@ -15,13 +15,14 @@
 -- 'written'). %(breaker)s: as enrich_handoff, a success admitted while closed ends a run of
 -- that breaker's failures (NULL: nothing to record). The jobs are locked in id order, found
 -- by id alone (their status written as none of the others, as enrich_handoff does).
+-- %(answers)s: a JSON array of one object per job (job_id, status, summary, model, aliases,
+-- prompt_tokens, completion_tokens, error), one text parameter where eight arrays cost the
+-- worker five times the CPU to send; %(job_ids)s: their job ids.
 WITH answer AS (
     SELECT *
-      FROM unnest(%(job_ids)s::bigint[], %(statuses)s::text[], %(summaries)s::text[],
-                  %(models)s::text[], %(aliases)s::text[], %(prompt_tokens)s::int[],
-                  %(completion_tokens)s::int[], %(errors)s::text[])
-           AS a(job_id, status, summary, model, aliases, prompt_tokens, completion_tokens,
-                error)
+      FROM json_to_recordset(%(answers)s::json)
+           AS a(job_id bigint, status text, summary text, model text, aliases jsonb,
+                prompt_tokens int, completion_tokens int, error text)
 ), job AS MATERIALIZED (
     SELECT id, notification_id, change_id, priority FROM herald.jobs
      WHERE id = ANY(%(job_ids)s::bigint[])
@@ -31,7 +32,7 @@ WITH answer AS (
 ), saved AS (
     INSERT INTO herald.summaries (notification_id, status, summary, model, aliases,
                                   prompt_tokens, completion_tokens, error)
-    SELECT job.notification_id, a.status, a.summary, a.model, a.aliases::jsonb,
+    SELECT job.notification_id, a.status, a.summary, a.model, a.aliases,
            a.prompt_tokens, a.completion_tokens, a.error
       FROM answer a
       JOIN job ON job.id = a.job_id
