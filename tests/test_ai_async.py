@@ -14,7 +14,13 @@ from aiohttp import web
 
 from herald.enrich.ai import OpenAISummariser, Summary
 from herald.enrich.ai_async import AsyncOpenAISummariser, async_summariser_for
-from herald.enrich.ai_http import MAX_RETRY_DELAY, retry_after, retry_delay, should_retry
+from herald.enrich.ai_http import (
+    MAX_RETRY_DELAY,
+    ChatCompletions,
+    retry_after,
+    retry_delay,
+    should_retry,
+)
 from herald.errors import HeraldError, PermanentError, TransientError
 from tests.services.openai_server import DEFAULT_SUMMARY, FakeOpenAIServer
 
@@ -315,3 +321,12 @@ def test_the_client_closes_its_connections_on_aclose(openai_server: FakeOpenAISe
         return session is not None and session.closed and client._chat._session is None
 
     assert on_a_loop(twin(openai_server.base_url), use_then_close)
+
+
+def test_neither_summariser_shows_the_key_or_a_password_of_the_base_url() -> None:
+    twin = OpenAISummariser(
+        model="m", api_key="sk-do-not-show", base_url="https://user:hunter2@llm.example/v1"
+    )
+    for shown in (repr(twin), repr(AsyncOpenAISummariser(twin)), repr(ChatCompletions(twin))):
+        assert "sk-do-not-show" not in shown and "hunter2" not in shown
+        assert "llm.example" in shown or "AsyncOpenAISummariser" in shown

@@ -26,6 +26,7 @@ from herald.enrich.sanitise import MAX_SUMMARY_CHARS, sanitise_summary
 from herald.enrich.sanitise import SPACES as _SPACES
 from herald.enrich.sanitise import cap as _cap
 from herald.errors import HeraldError, PermanentError, TransientError
+from herald.redact import redacted_url
 
 __all__ = [
     "MAX_SUMMARY_CHARS",
@@ -102,8 +103,9 @@ class OpenAISummariser:
         self._client = client
         self._secret = api_key or getattr(client, "api_key", None) or None
 
-    def __repr__(self) -> str:  # never the key
-        return f"OpenAISummariser(model={self.model!r}, base_url={str(self._client.base_url)!r})"
+    def __repr__(self) -> str:  # never the key, nor a password in the base URL
+        base_url = redacted_url(str(self._client.base_url))
+        return f"OpenAISummariser(model={self.model!r}, base_url={base_url!r})"
 
     def summarise(self, changes: Sequence[Mapping[str, Any]]) -> Summary:
         try:

@@ -40,6 +40,7 @@ import aiohttp
 
 from herald.enrich.ai import OpenAISummariser, error_detail
 from herald.errors import HeraldError
+from herald.redact import redacted_url
 
 #: openai/_constants.py: the first backoff, its cap, and the longest wait a server may ask.
 INITIAL_RETRY_DELAY = 0.5
@@ -125,8 +126,8 @@ class ChatCompletions:
         self.max_retries = int(sync.max_retries)
         self._session: aiohttp.ClientSession | None = None
 
-    def __repr__(self) -> str:  # never the key
-        return f"ChatCompletions(url={self._url!r})"
+    def __repr__(self) -> str:  # never the key, nor a password in the base URL
+        return f"ChatCompletions(url={redacted_url(self._url)!r})"
 
     async def post(self, body: Mapping[str, Any] | bytes) -> bytes:
         """The answer's body for `body` (JSON, or already encoded); a Transient/PermanentError
