@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import psycopg
 import pytest
 
+import herald.sql
 from herald import ledger
-from herald.ledger import NewJob
+from herald.ledger import OPEN_STATUSES, STATUSES, NewJob
 from tests.helpers import sql
 
 
@@ -56,3 +60,23 @@ def test_an_attempt_runs_only_for_pending_or_running_jobs(pool, herald_db, notif
         assert ledger.start_job(conn, 999_999) == (None, None)
     row = sql(herald_db, "SELECT attempts, finished_at FROM herald.jobs")[0]
     assert row["attempts"] == 2 and row["finished_at"] is not None
+
+
+def test_every_status_guard_written_as_none_of_the_others_names_every_other_status() -> None:
+    """The hot statements write "running" (or "open") as none of the other statuses, so
+    PostgreSQL finds the job by its id (queries.sql, job_complete): a status added to the
+    ledger and not to these lists would make them match it."""
+    sql_dir = Path(herald.sql.__file__).parent
+    schema = (sql_dir / "schema.sql").read_text()
+    declared = re.search(r"CHECK \(status IN \(('pending', 'running'[^)]*)\)\)", schema)
+    assert declared is not None
+    assert tuple(re.findall(r"'(\w+)'", declared[1])) == STATUSES
+    meanings = {frozenset(STATUSES) - {"running"}, frozenset(STATUSES) - set(OPEN_STATUSES)}
+    guards = [
+        (path.name, frozenset(re.findall(r"'(\w+)'", listed)))
+        for path in sorted(sql_dir.glob("*.sql"))
+        for listed in re.findall(r"status NOT IN \(([^)]*)\)", path.read_text())
+    ]
+    assert len(guards) >= 10
+    for name, listed in guards:
+        assert listed in meanings, f"{name}: status NOT IN {sorted(listed)}"
