@@ -1,7 +1,7 @@
 """What the benchmark's own servers cost: CPU per email of the SMTP sink, per call of the
 OpenAI-compatible server, the former ones beside today's (medians of interleaved runs).
 
-    python -m benchmarks.harness_cost [--emails 5000] [--calls 2000] [--runs 3]
+    python -m benchmarks.harness_cost [--emails 5000] [--calls 6000] [--runs 3] [--only ai]
 
 Each server runs in a child process and its CPU (user + system, every thread) is read with
 psutil around the load, which this process drives the way Herald does: for the sinks,
@@ -42,7 +42,7 @@ for _ in sys.stdin:
     print(sink.count, flush=True)
 """
 
-#: The former server: the tests' ThreadingHTTPServer, as benchmarks/openai_proc.py ran it.
+#: The first server: the tests' ThreadingHTTPServer, as benchmarks/openai_proc.py ran it.
 THREADED_AI_CHILD = """
 import sys, threading
 from tests.services.openai_server import FakeOpenAIServer
@@ -57,7 +57,8 @@ threading.Event().wait()
 SINKS = {"aiosmtpd": "benchmarks.sink_aiosmtpd", "asyncio": "benchmarks.sink"}
 AI_SERVERS = {
     "threaded": [sys.executable, "-c", THREADED_AI_CHILD],
-    "aiohttp": [sys.executable, "-m", "benchmarks.openai_proc"],
+    "aiohttp": [sys.executable, "-m", "benchmarks.openai_aiohttp"],
+    "asyncio": [sys.executable, "-m", "benchmarks.openai_proc"],
 }
 
 
@@ -152,19 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.harness_cost")
     p.add_argument("--emails", type=int, default=5000)
     p.add_argument("--connections", type=int, default=4)
-    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--calls", type=int, default=6000)  # psutil's CPU ticks are 10 ms
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--ai-latency", type=float, default=0.2)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", choices=("sink", "ai"), help="measure only these servers")
     args = p.parse_args(argv)
 
     figures: dict[str, list[float]] = {}
     for run in range(args.runs):
-        for name, module in SINKS.items():
+        for name, module in SINKS.items() if args.only != "ai" else ():
             figures.setdefault(f"sink {name}, ms CPU per email", []).append(
                 sink_cost(module, args.emails, args.connections)
             )
-        for name, command in AI_SERVERS.items():
+        for name, command in AI_SERVERS.items() if args.only != "sink" else ():
             figures.setdefault(f"AI server {name}, ms CPU per call", []).append(
                 ai_cost(command, args.calls, args.concurrency, args.ai_latency)
             )

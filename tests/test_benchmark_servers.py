@@ -3,6 +3,8 @@ SMTP sink (benchmarks/sink.py) and the lean OpenAI-compatible server (benchmarks
 
 from __future__ import annotations
 
+import asyncio
+import json
 import smtplib
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from herald.email.mime import build_message, message_id_for
 from herald.email.render import ChangeView, render_notification
 from herald.email.smtp import SmtpMailer, SmtpSettings
 from herald.enrich.ai import OpenAISummariser
+from herald.enrich.ai_async import AsyncOpenAISummariser
 
 pytestmark = pytest.mark.integration
 
@@ -169,8 +172,9 @@ def test_reset_empties_the_accepted_list_and_wait_for_sees_new_messages(sink):
 
 @pytest.fixture(scope="module")
 def ai_url() -> Iterator[str]:
-    """`python -m benchmarks.openai_proc 0`, as the benchmark starts it: the URL comes first."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.openai_proc", "0"], cwd=REPO,
+    """`python -m benchmarks.openai_proc 0.01`, as the benchmark starts it (with a latency, so
+    the answers wait on timers): the URL comes first."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.openai_proc", "0.01"], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -212,3 +216,104 @@ def test_the_ai_server_answers_an_unknown_path_with_404(ai_url):
 
     with pytest.raises(openai.NotFoundError):
         client.models.list()
+
+
+def test_herald_async_summariser_reads_the_ai_servers_answer(ai_url):
+    summariser = AsyncOpenAISummariser(
+        OpenAISummariser(model="bench-model", api_key="sk-bench", base_url=ai_url)
+    )
+
+    async def two_summaries() -> list[str]:
+        changes = [{"table": "bench_items", "op": "INSERT", "row": {"id": 1}}]
+        try:
+            summaries = await asyncio.gather(*(summariser.summarise(changes) for _ in range(2)))
+        finally:
+            await summariser.aclose()
+        return [summary.text for summary in summaries]
+
+    assert asyncio.run(two_summaries()) == [REPLY, REPLY]
+
+
+def post(path: str, body: bytes, *headers: str) -> bytes:
+    """A raw HTTP/1.1 POST, its body framed by Content-Length."""
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def chat(model: str) -> bytes:
+    return post("/v1/chat/completions", json.dumps({"model": model, "messages": []}).encode())
+
+
+def http_answers(conn: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """The next `count` answers on `conn`: (status line, body) each."""
+    received, answers = b"", list[tuple[bytes, bytes]]()
+    while len(answers) < count:
+        end = received.find(b"\r\n\r\n")
+        if end >= 0:
+            head = received[:end].split(b"\r\n")
+            length = next(
+                int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length:")
+            )
+            if len(received) >= end + 4 + length:
+                answers.append((head[0], received[end + 4 : end + 4 + length]))
+                received = received[end + 4 + length :]
+                continue
+        chunk = conn.recv(65536)
+        assert chunk, f"the server closed the connection after {received!r}"
+        received += chunk
+    return answers
+
+
+def ai_connection(ai_url: str) -> socket.socket:
+    port = int(ai_url.rsplit(":", 1)[1].split("/")[0])
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def test_two_requests_pipelined_in_one_packet_get_two_answers_in_order(ai_url):
+    with ai_connection(ai_url) as conn:
+        conn.sendall(chat("first") + chat("second"))
+        answers = http_answers(conn, 2)
+
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 2
+    assert [json.loads(body)["model"] for _, body in answers] == ["first", "second"]
+
+
+def test_a_request_split_byte_by_byte_is_answered_and_the_connection_kept(ai_url):
+    with ai_connection(ai_url) as conn:
+        for byte in chat("split"):
+            conn.sendall(bytes([byte]))
+        first = http_answers(conn, 1)
+        conn.sendall(chat("next"))
+        second = http_answers(conn, 1)
+
+    assert [json.loads(body)["model"] for _, body in first + second] == ["split", "next"]
+
+
+def test_a_chunked_body_gets_411_and_the_connection_is_closed(ai_url):
+    with ai_connection(ai_url) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")  # fmt: skip
+        status, _ = http_answers(conn, 1)[0]
+
+        assert status == b"HTTP/1.1 411 Length Required"
+        assert conn.recv(65536) == b""
+
+
+def test_headers_over_64_kb_get_431_and_the_connection_is_closed(ai_url):
+    with ai_connection(ai_url) as conn:
+        conn.sendall(post("/v1/chat/completions", b"{}", "X-Padding: " + "x" * 70_000))
+        status, _ = http_answers(conn, 1)[0]
+
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert conn.recv(65536) == b""
+
+
+def test_a_raw_request_to_an_unknown_path_gets_404_and_the_connection_goes_on(ai_url):
+    with ai_connection(ai_url) as conn:
+        conn.sendall(post("/v1/embeddings", b"{}") + chat("after"))
+        answers = http_answers(conn, 2)
+
+    assert answers[0][0] == b"HTTP/1.1 404 Not Found"
+    assert answers[1][0] == b"HTTP/1.1 200 OK"
