@@ -2,8 +2,9 @@
 
 A batch message carries several ledger jobs; each job keeps its own fate. Both batch
 steps report it the same way: the jobs that failed for good, those put off (deferred),
-those handed back untried, and those that did not start. Each step adds its own lists
-(emails sent; summaries handed off; transient failures to retry alone).
+those handed back untried, and those that did not start; and a transient failure is a
+`Retry` of either. Each step adds its own lists (emails sent; summaries handed off;
+transient failures to retry alone).
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ class Deferral:
 
     ref: JobRef
     postponed: Postponed
+
+    @property
+    def job_id(self) -> int:
+        return self.ref.id
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A job that failed transiently: pending, to be retried alone after its backoff."""
+
+    ref: JobRef
+    error: str
+    seconds: float
 
     @property
     def job_id(self) -> int:

@@ -96,7 +96,7 @@ def write_jobs(conn: DictConnection, jobs: Sequence[NewJob]) -> list[JobRef]:
 
 
 def job_params(jobs: Sequence[NewJob]) -> dict[str, list]:
-    """The arrays `insert_jobs`, the orchestrator's `write_batch` and `enrich_handoff` insert."""
+    """The arrays `insert_jobs` and the orchestrator's `write_batch` insert."""
     return {
         "message_ids": [uuid.uuid4() for _ in jobs],
         "actors": [j.actor for j in jobs],

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
-from herald.batches import BatchOutcome, Deferral
+from herald.batches import BatchOutcome, Deferral, Retry
 from herald.config import Settings
 from herald.email.deliver import DeliveryOutcome, send_notification_email
 from herald.email.mailer import Mailer
 from herald.errors import PermanentError
-from herald.ledger import JobRef, describe
+from herald.ledger import describe
 from herald.ratelimit import Postponed
 
 logger = logging.getLogger(__name__)
@@ -52,19 +52,6 @@ class Sent:
     job_id: int
     outcome: DeliveryOutcome
     seconds: float
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A job that failed transiently: pending, to be retried alone after its backoff."""
-
-    ref: JobRef
-    error: str
-    seconds: float
-
-    @property
-    def job_id(self) -> int:
-        return self.ref.id
 
 
 @dataclass

@@ -38,18 +38,17 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
-from herald import db, ledger
+from herald import batches, db, ledger
 from herald.batches import BatchOutcome, Deferral
 from herald.breaker import breaker_for, guarded_async
 from herald.config import Settings
 from herald.enrich.ai import Summary
-from herald.enrich.batch_handoff import hand_off_batch
 from herald.enrich.deadline import SummaryDeadline
+from herald.enrich.handoff import Summarised, hand_off_batch
 from herald.enrich.loop import AILoop
 from herald.enrich.step import (
     HeldForAI,
     Prompt,
-    Summarised,
     fold_success,
     prepare,
     summarised,
@@ -74,18 +73,11 @@ class HandedOff:
 
 
 @dataclass(frozen=True)
-class Retry:
-    """A job that failed transiently: pending, to be retried alone."""
+class Retry(batches.Retry):
+    """A transient failure (herald/batches.py) with its email's deadline (None: a hold
+    route), which caps the retry's backoff."""
 
-    ref: JobRef
-    error: str
-    seconds: float
-    #: Its email's deadline (None: a hold route), which caps the retry's backoff.
     deadline: SummaryDeadline | None
-
-    @property
-    def job_id(self) -> int:
-        return self.ref.id
 
 
 @dataclass

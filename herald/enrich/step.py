@@ -11,23 +11,21 @@ and at once while the ai circuit is open; unless the route says
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from herald import db, ledger
 from herald.breaker import Call, CircuitOpen, guarded
 from herald.config import Settings
 from herald.enrich.ai import Summariser, Summary
 from herald.enrich.deadline import SummaryDeadline
+from herald.enrich.handoff import Summarised, hand_off_batch
 from herald.enrich.pii import PiiFields, alias_pii, field_matcher
 from herald.enrich.prompts import MAX_PROMPT_CHARS
 from herald.errors import PermanentError, TransientError
-from herald.ledger import JobContext, JobRef, NewJob
+from herald.ledger import JobContext, JobRef
 from herald.ratelimit import Postponed
-from herald.sql import queries
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +44,6 @@ class EnrichOutcome:
     summary: Summary | None = None
     #: The hand-off completed the job in its own statement (false: it was no longer running).
     completed: bool = False
-
-
-@dataclass(frozen=True)
-class Summarised:
-    """What this attempt has for the hand-off."""
-
-    status: str  # ok | offline | unavailable | skipped
-    summary: Summary | None = None
-    #: Alias -> real value, stored with a summary (none without one: nothing to put back).
-    aliases: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    #: The breaker whose success the hand-off records (a call admitted while closed).
-    breaker: str | None = None
 
 
 def enrich(
@@ -210,35 +195,10 @@ def when_failed(
 
 
 def hand_off(ctx: JobContext, pool: ConnectionPool, result: Summarised) -> EnrichOutcome:
-    """One statement: the summary saved, the email jobs written, this job complete."""
+    """One statement: the summary saved, the email jobs written, this job complete (the
+    enrich batch's hand-off, for a batch of one)."""
     assert ctx.notification is not None
-    notification = ctx.notification
-    new_jobs = [
-        NewJob("send_email", notification["id"], ctx.job["change_id"], recipient,
-               notification["priority"])
-        for recipient in notification["recipients"]
-    ]  # fmt: skip
-    summary, error = result.summary, result.error
-    with db.autocommit(pool) as conn:
-        rows = conn.execute(
-            queries["enrich_handoff"],
-            {
-                "job_id": ctx.job_id,
-                "save": result.status != "skipped",
-                "notification_id": notification["id"],
-                "status": result.status,
-                "summary": summary.text if summary else None,
-                "model": summary.model if summary else None,
-                "aliases": Jsonb(result.aliases),
-                "prompt_tokens": summary.prompt_tokens if summary else 0,
-                "completion_tokens": summary.completion_tokens if summary else 0,
-                "error": error,
-                "note": f"summary unavailable: {error}" if error else None,
-                "breaker": result.breaker,
-                **ledger.job_params(new_jobs),
-            },
-        ).fetchall()
-    if not rows or not rows[0]["completed"]:
+    completed, refs = hand_off_batch(pool, [(ctx, result)])
+    if ctx.job_id not in completed:
         return EnrichOutcome("skipped", [])  # canceled, or finished by a duplicate delivery
-    refs = ledger.job_refs([r for r in rows if r["id"] is not None])
-    return EnrichOutcome(result.status, refs, summary, completed=True)
+    return EnrichOutcome(result.status, refs, result.summary, completed=True)

@@ -1,20 +1,20 @@
--- The enrich batch's statements (herald/enrich/batch.py), loaded by name with queries.sql.
+-- The enrich step's statements (herald/enrich/), loaded by name with queries.sql.
 
 -- name: enrich_handoff_batch
--- An enrich batch's hand-off, one statement and one transaction for every job of the batch
--- that has its answer, each as enrich_handoff does for one job: when the job is still
--- running, its summary saved (unless its status is 'skipped': an earlier attempt saved it),
--- its email jobs written (one per recipient of its notification, with the enrich job's
--- change and priority; an open duplicate is not written twice) and the job completed, with
--- "summary unavailable: <error>" as its last error when it has one. The email jobs are
--- derived here from the rows the statement locks, as herald.ledger.NewJob would write them
--- (%(email_actor)s and %(email_queue)s; unique key '<actor>:<notification>:<recipient>'):
+-- The enrich step's hand-off (herald/enrich/handoff.py), one statement and one transaction
+-- for every job of a batch (or the step's one job) that has its answer: when the job is
+-- still running, its summary saved (unless its status is 'skipped': an earlier attempt
+-- saved it), its email jobs written (one per recipient of its notification, with the enrich
+-- job's change and priority; an open duplicate is not written twice) and the job completed,
+-- with "summary unavailable: <error>" as its last error when it has one. The email jobs
+-- are derived here from the rows the statement locks, as herald.ledger.NewJob would write
+-- them (%(email_actor)s and %(email_queue)s; unique key '<actor>:<notification>:<recipient>'):
 -- no array of them crosses the wire. A job no longer running (canceled, or finished by a
 -- duplicate delivery) is left alone with its email jobs.
 -- Rows: one per job completed (kind 'complete') and one per email job written (kind
--- 'written'). %(breaker)s: as enrich_handoff, a success admitted while closed ends a run of
--- that breaker's failures (NULL: nothing to record). The jobs are locked in id order, found
--- by id alone (their status written as none of the others, as enrich_handoff does).
+-- 'written'). %(breaker)s: a success admitted while closed ends a run of that breaker's
+-- failures, as breaker_call_succeeded (NULL: nothing to record). The jobs are locked in id
+-- order, found by id alone (their status written as none of the others, as job_complete).
 -- %(answers)s: a JSON array of one object per job (job_id, status, summary, model, aliases,
 -- prompt_tokens, completion_tokens, error), one text parameter where eight arrays cost the
 -- worker five times the CPU to send; %(job_ids)s: their job ids.

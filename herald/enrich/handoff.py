@@ -1,22 +1,23 @@
-"""An enrich batch's hand-off in one statement (`enrich_handoff_batch`).
+"""The enrich step's hand-off: for each job that has its answer, the summary saved, the
+email jobs written and the job completed, in one statement and one transaction
+(`enrich_handoff_batch`), for one job (`step.hand_off`) or a whole enrich batch.
 
-As `step.hand_off` does for one job, for every job of a batch that has its answer: the
-summary saved, the email jobs written, the job completed, in one transaction; one round
-trip for the batch instead of one per job. The email jobs are derived in the statement
-from the rows it locks (the enrich job, its notification's recipients), so the parameters
-are the answers alone, as one JSON text (eight arrays cost five times the CPU to send).
+The email jobs are derived in the statement from the rows it locks (the enrich job, its
+notification's recipients), so the parameters are the answers alone, as one JSON text
+(eight arrays cost five times the CPU to send).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from herald import db, ledger
-from herald.enrich.step import Summarised
+from herald.enrich.ai import Summary
 from herald.ledger import ACTOR_QUEUES, JobContext, JobRef
 from herald.sql import queries
 
@@ -24,14 +25,24 @@ from herald.sql import queries
 EMAIL_ACTOR = "send_email"
 
 
+@dataclass(frozen=True)
+class Summarised:
+    """What this attempt has for the hand-off."""
+
+    status: str  # ok | offline | unavailable | skipped
+    summary: Summary | None = None
+    #: Alias -> real value, stored with a summary (none without one: nothing to put back).
+    aliases: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    #: The breaker whose success the hand-off records (a call admitted while closed).
+    breaker: str | None = None
+
+
 def hand_off_batch(
     pool: ConnectionPool, answered: Sequence[tuple[JobContext, Summarised]]
 ) -> tuple[set[int], list[JobRef]]:
     """Hand off each (job, result): the ids of the jobs completed, and the email jobs
-    written (a job no longer running is left alone, and writes none).
-
-    The statement writes each job's email jobs from its notification's recipients itself
-    (as `step.hand_off` writes `NewJob`s): only the answers are sent."""
+    written (a job no longer running is left alone, and writes none)."""
     params = {
         "answers": json.dumps([_answer(ctx.job_id, result) for ctx, result in answered]),
         "job_ids": [ctx.job_id for ctx, _ in answered],
