@@ -145,13 +145,7 @@ def _purge(
 
     _purge_digests(conn, params, report, out_of_time)
 
-    while not out_of_time():
-        with conn.transaction():
-            n = conn.execute(queries["purge_orphan_jobs"], params).rowcount
-        report.batches += 1
-        report.jobs += n
-        if n < batch_size:
-            break
+    report.jobs += _delete_in_batches(conn, "purge_orphan_jobs", params, report, out_of_time)
 
     after = 0
     while not out_of_time():
@@ -164,13 +158,9 @@ def _purge(
             break
         after = row["last_id"]
 
-    while not out_of_time():
-        with conn.transaction():
-            n = conn.execute(queries["purge_orchestrator_runs"], params).rowcount
-        report.batches += 1
-        report.orchestrator_runs += n
-        if n < batch_size:
-            break
+    report.orchestrator_runs += _delete_in_batches(
+        conn, "purge_orchestrator_runs", params, report, out_of_time
+    )
     return report
 
 
@@ -191,10 +181,26 @@ def _purge_digests(
         report.notifications += row["notifications"]
         if row["digest_runs"] < limit:
             break
+    report.recipient_skips += _delete_in_batches(
+        conn, "purge_recipient_skips", params, report, out_of_time
+    )
+
+
+def _delete_in_batches(
+    conn: DictConnection,
+    query: str,
+    params: dict[str, Any],
+    report: PurgeReport,
+    out_of_time: Callable[[], bool],
+) -> int:
+    """Run `query` (a DELETE of at most `params["limit"]` rows, each batch its own
+    transaction) until a batch deletes fewer or time is up: the rows deleted."""
+    deleted = 0
     while not out_of_time():
         with conn.transaction():
-            n = conn.execute(queries["purge_recipient_skips"], params).rowcount
+            n = conn.execute(queries[query], params).rowcount
         report.batches += 1
-        report.recipient_skips += n
-        if n < limit:
+        deleted += n
+        if n < params["limit"]:
             break
+    return deleted
