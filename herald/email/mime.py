@@ -64,6 +64,7 @@ _SIMPLE_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
+_BARE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n|\0")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _ID_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -311,9 +312,8 @@ def _check_header_block(block: bytes, names: list[str]) -> None:
 
 
 def _bare_break(data: bytes) -> bool:
-    """A CR not before LF, an LF not after CR, or a NUL (each CRLF holds one CR and one LF)."""
-    crlf = data.count(_CRLF)
-    return b"\0" in data or data.count(b"\r") != crlf or data.count(b"\n") != crlf
+    """A CR not before LF, an LF not after CR, or a NUL."""
+    return _BARE_BREAK.search(data) is not None
 
 
 # -- body ---------------------------------------------------------------------------------------
